@@ -1,0 +1,97 @@
+// Decoders for the ATIS 40-bit .bin records (N-MNIST, N-Caltech101) and the Event Stream
+// (.es) DVS byte stream.
+#include "decoders.hpp"
+
+namespace evs {
+
+// ---------------------------------------------------------------------------------------
+// 40-bit ATIS record, big-endian bit order: x[39..32] y[31..24] p[23] t[22..0].
+// Records with y == 240 are not events: each adds 2^13 us to all later timestamps
+// (Orchard et al.'s reader convention for timestamp overflow).
+void AtisBinDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    feed_words<5>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
+}
+
+void AtisBinDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
+    const size_t records = n / 5;
+    Event* w = out.reserve_more(records);
+    Event* const start = w;
+    for (size_t i = 0; i < records; ++i) {
+        const uint8_t* r = data + 5 * i;
+        const uint32_t x = r[0], y = r[1];
+        if (y == 240) {
+            offset_ += int64_t(1) << 13;
+            ++c_.other_words;
+            continue;
+        }
+        if (!in_bounds(x, y)) {
+            ++c_.out_of_bounds;
+            continue;
+        }
+        const int64_t t = offset_ + ((int64_t(r[2] & 0x7F) << 16) | (int64_t(r[3]) << 8) | r[4]);
+        c_.t_backwards += t < last_t_;
+        last_t_ = t;
+        w->x = uint16_t(x);
+        w->y = uint16_t(y);
+        w->p = uint8_t(r[2] >> 7);
+        w->t = t;
+        ++w;
+    }
+    const size_t k = size_t(w - start);
+    out.commit(k);
+    c_.events += k;
+}
+
+// ---------------------------------------------------------------------------------------
+// Event Stream 2.x, DVS type. Each event: one byte 'tttttttp' (t delta 0..125 us, polarity),
+// then x (uint16 LE) and y (uint16 LE). Byte 0xFF alone adds 127 us; 0xFE is a no-op reset.
+void EsDvsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    // Every event needs at least 5 bytes.
+    Event* w = out.reserve_more(n / 5 + 1);
+    Event* const start = w;
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t b = data[i];
+        switch (state_) {
+            case 0:
+                if (b == 0xFF) {
+                    t_ += 127;
+                } else if (b != 0xFE) {
+                    t_ += b >> 1;
+                    p_ = b & 1;
+                    state_ = 1;
+                }
+                break;
+            case 1:
+                x_ = b;
+                state_ = 2;
+                break;
+            case 2:
+                x_ |= uint32_t(b) << 8;
+                state_ = 3;
+                break;
+            case 3:
+                y_ = b;
+                state_ = 4;
+                break;
+            default:
+                y_ |= uint32_t(b) << 8;
+                state_ = 0;
+                if (!in_bounds(x_, y_)) {
+                    ++c_.out_of_bounds;
+                    break;
+                }
+                w->x = uint16_t(x_);
+                w->y = uint16_t(y_);
+                w->p = p_;
+                w->t = t_;
+                ++w;
+                break;
+        }
+    }
+    c_.bytes += n;
+    const size_t k = size_t(w - start);
+    out.commit(k);
+    c_.events += k;
+}
+
+}  // namespace evs

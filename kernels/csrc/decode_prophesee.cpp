@@ -1,0 +1,299 @@
+// Prophesee EVT 2.0, EVT 2.1, EVT 3.0 and DAT decoders, written from Prophesee's format
+// specifications. Timestamps are absolute microseconds (no "time shifting").
+#include <cstring>
+
+#include "decoders.hpp"
+
+namespace evs {
+namespace {
+
+inline uint16_t load_u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+inline uint32_t load_u32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;  // little-endian hosts only; checked at build time in bindings.cpp
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// EVT 2.0. Word type in bits 31..28: CD_OFF 0x0, CD_ON 0x1, EVT_TIME_HIGH 0x8,
+// EXT_TRIGGER 0xA, OTHERS 0xE, CONTINUED 0xF. CD: [27..22] t low 6 bits, [21..11] x,
+// [10..0] y. TIME_HIGH: [27..0] = t >> 6. The 34-bit time wraps every 2^34 us.
+void Evt2Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    feed_words<4>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
+}
+
+void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
+    const size_t words = n / 4;
+    Event* w = out.reserve_more(words);
+    Event* const start = w;
+    constexpr int64_t kLoop = int64_t(1) << 34;
+    for (size_t i = 0; i < words; ++i) {
+        const uint32_t v = load_u32(data + 4 * i);
+        const uint32_t type = v >> 28;
+        if (type <= 1) {
+            if (time_base_ < 0) {
+                ++c_.before_time;
+                continue;
+            }
+            const uint32_t x = (v >> 11) & 0x7FF, y = v & 0x7FF;
+            if (!in_bounds(x, y)) {
+                ++c_.out_of_bounds;
+                continue;
+            }
+            const int64_t t = time_base_ + ((v >> 22) & 0x3F);
+            c_.t_backwards += t < last_t_;
+            last_t_ = t;
+            w->x = uint16_t(x);
+            w->y = uint16_t(y);
+            w->p = uint8_t(type);
+            w->t = t;
+            ++w;
+        } else if (type == 0x8) {
+            int64_t base = (int64_t(v & 0x0FFFFFFF) << 6) + loop_;
+            // A backwards jump of more than half the counter range is a wrap, not disorder.
+            if (time_base_ >= 0 && base + kLoop / 2 <= time_base_) {
+                loop_ += kLoop;
+                base += kLoop;
+                ++c_.time_loops;
+            }
+            time_base_ = base;
+        } else if (type == 0xA || type == 0xE || type == 0xF) {
+            ++c_.other_words;
+        } else {
+            ++c_.unknown_words;
+        }
+    }
+    const size_t k = size_t(w - start);
+    out.commit(k);
+    c_.events += k;
+}
+
+// ---------------------------------------------------------------------------------------
+// EVT 2.1. 64-bit words, stored as two little-endian 32-bit halves, low half first.
+// Type in bits 63..60: EVT_NEG 0x0, EVT_POS 0x1, EVT_TIME_HIGH 0x8, EXT_TRIGGER 0xA,
+// OTHERS 0xE, CONTINUED 0xF. CD: [59..54] t low 6 bits, [53..43] x (multiple of 32),
+// [42..32] y, [31..0] valid mask: bit i set -> event at x + i.
+void Evt21Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    feed_words<8>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
+}
+
+void Evt21Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
+    const size_t words = n / 8;
+    constexpr int64_t kLoop = int64_t(1) << 34;
+    size_t emitted = 0;
+    for (size_t i = 0; i < words; ++i) {
+        const uint32_t lo = load_u32(data + 8 * i);
+        const uint32_t hi = load_u32(data + 8 * i + 4);
+        const uint32_t type = hi >> 28;
+        if (type <= 1) {
+            if (time_base_ < 0) {
+                c_.before_time += uint64_t(__builtin_popcount(lo));
+                continue;
+            }
+            const int64_t t = time_base_ + ((hi >> 22) & 0x3F);
+            const uint32_t x0 = (hi >> 11) & 0x7FF, y = hi & 0x7FF;
+            if (lo) {
+                c_.t_backwards += t < last_t_;
+                last_t_ = t;
+            }
+            Event* w = out.reserve_more(32);
+            Event* const start = w;
+            for (uint32_t mask = lo; mask; mask &= mask - 1) {
+                const uint32_t x = x0 + uint32_t(__builtin_ctz(mask));
+                if (!in_bounds(x, y)) {
+                    ++c_.out_of_bounds;
+                    continue;
+                }
+                w->x = uint16_t(x);
+                w->y = uint16_t(y);
+                w->p = uint8_t(type);
+                w->t = t;
+                ++w;
+            }
+            const size_t k = size_t(w - start);
+            out.commit(k);
+            emitted += k;
+        } else if (type == 0x8) {
+            int64_t base = (int64_t(hi & 0x0FFFFFFF) << 6) + loop_;
+            if (time_base_ >= 0 && base + kLoop / 2 <= time_base_) {
+                loop_ += kLoop;
+                base += kLoop;
+                ++c_.time_loops;
+            }
+            time_base_ = base;
+        } else if (type == 0xA || type == 0xE || type == 0xF) {
+            ++c_.other_words;
+        } else {
+            ++c_.unknown_words;
+        }
+    }
+    c_.events += emitted;
+}
+
+// ---------------------------------------------------------------------------------------
+// EVT 3.0. Type in bits 15..12 (see the table in replay/prophesee_raw.py's docstring).
+// t = loop * 2^24 + (TIME_HIGH << 12) + TIME_LOW. A TIME_HIGH that differs from the last
+// one resets TIME_LOW to 0; a backwards TIME_HIGH jump of >= 2048 is a 24-bit wrap.
+void Evt3Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    feed_words<2>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
+}
+
+void Evt3Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
+    const size_t words = n / 2;
+    constexpr int64_t kLoop = int64_t(1) << 24;
+    constexpr size_t kBlock = 4096;  // words per block; a word emits at most 12 events
+    const uint32_t wmax = width_ ? width_ : 0x10000, hmax = height_ ? height_ : 0x10000;
+    // Local copies of the state keep the hot loop in registers.
+    int64_t th = time_high_, t = t_, loop = loop_, last_t = last_t_;
+    uint32_t y = y_, bx = base_x_;
+    uint8_t bp = base_p_;
+    uint64_t oob = 0, before = 0, other = 0, unknown = 0, backwards = 0, loops = 0;
+    size_t emitted = 0;
+    for (size_t b0 = 0; b0 < words; b0 += kBlock) {
+        const size_t b1 = b0 + kBlock < words ? b0 + kBlock : words;
+        Event* w = out.reserve_more((b1 - b0) * 12);
+        Event* const start = w;
+        for (size_t i = b0; i < b1; ++i) {
+            const uint16_t v = load_u16(data + 2 * i);
+            const uint32_t payload = v & 0xFFF;
+            switch (v >> 12) {
+                case 0x0:  // EVT_ADDR_Y
+                    y = payload & 0x7FF;
+                    break;
+                case 0x2: {  // EVT_ADDR_X: one event
+                    const uint32_t x = payload & 0x7FF;
+                    if (th < 0) {
+                        ++before;
+                    } else if (x >= wmax || y >= hmax) {
+                        ++oob;
+                    } else {
+                        w->x = uint16_t(x);
+                        w->y = uint16_t(y);
+                        w->p = uint8_t(payload >> 11);
+                        w->t = t;
+                        ++w;
+                        backwards += t < last_t;
+                        last_t = t;
+                    }
+                    break;
+                }
+                case 0x3:  // VECT_BASE_X
+                    bx = payload & 0x7FF;
+                    bp = uint8_t(payload >> 11);
+                    break;
+                case 0x4:    // VECT_12
+                case 0x5: {  // VECT_8
+                    const uint32_t width = (v >> 12) == 0x4 ? 12 : 8;
+                    const uint32_t mask = payload & ((1u << width) - 1);
+                    if (mask) {
+                        if (th < 0) {
+                            before += uint64_t(__builtin_popcount(mask));
+                        } else {
+                            backwards += t < last_t;
+                            last_t = t;
+                            for (uint32_t m = mask; m; m &= m - 1) {
+                                const uint32_t x = bx + uint32_t(__builtin_ctz(m));
+                                if (x >= wmax || y >= hmax) {
+                                    ++oob;
+                                    continue;
+                                }
+                                w->x = uint16_t(x);
+                                w->y = uint16_t(y);
+                                w->p = bp;
+                                w->t = t;
+                                ++w;
+                            }
+                        }
+                    }
+                    bx += width;
+                    break;
+                }
+                case 0x6:  // EVT_TIME_LOW
+                    if (th >= 0) t = th + payload;
+                    break;
+                case 0x8: {  // EVT_TIME_HIGH
+                    int64_t nh = (int64_t(payload) << 12) + loop;
+                    if (th >= 0 && nh + (int64_t(2048) << 12) <= th) {
+                        loop += kLoop;
+                        nh += kLoop;
+                        ++loops;
+                    }
+                    if (nh != th) t = nh;
+                    th = nh;
+                    break;
+                }
+                case 0x7:  // CONTINUED_4
+                case 0xA:  // EXT_TRIGGER
+                case 0xE:  // OTHERS
+                case 0xF:  // CONTINUED_12
+                    ++other;
+                    break;
+                default:
+                    ++unknown;
+                    break;
+            }
+        }
+        const size_t k = size_t(w - start);
+        out.commit(k);
+        emitted += k;
+    }
+    time_high_ = th;
+    t_ = t;
+    loop_ = loop;
+    last_t_ = last_t;
+    y_ = y;
+    base_x_ = bx;
+    base_p_ = bp;
+    c_.events += emitted;
+    c_.out_of_bounds += oob;
+    c_.before_time += before;
+    c_.other_words += other;
+    c_.unknown_words += unknown;
+    c_.t_backwards += backwards;
+    c_.time_loops += loops;
+}
+
+// ---------------------------------------------------------------------------------------
+// DAT (CD): 8-byte records, uint32 t then uint32 {x: x_bits, y: y_bits, p: 4 bits}.
+// The 32-bit microsecond counter (71.6 min) is unwrapped on a backwards jump > 2^31.
+void DatDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    feed_words<8>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
+}
+
+void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
+    const size_t records = n / 8;
+    Event* w = out.reserve_more(records);
+    Event* const start = w;
+    const uint32_t xmask = (1u << x_bits_) - 1, ymask = (1u << y_bits_) - 1;
+    const uint32_t pshift = x_bits_ + y_bits_;
+    constexpr int64_t kLoop = int64_t(1) << 32;
+    for (size_t i = 0; i < records; ++i) {
+        const int64_t raw = load_u32(data + 8 * i);
+        const uint32_t v = load_u32(data + 8 * i + 4);
+        if (prev_raw_ >= 0 && raw + kLoop / 2 < prev_raw_) {
+            loop_ += kLoop;
+            ++c_.time_loops;
+        }
+        prev_raw_ = raw;
+        const uint32_t x = v & xmask, y = (v >> x_bits_) & ymask;
+        if (!in_bounds(x, y)) {
+            ++c_.out_of_bounds;
+            continue;
+        }
+        const int64_t t = raw + loop_;
+        c_.t_backwards += t < last_t_;
+        last_t_ = t;
+        w->x = uint16_t(x);
+        w->y = uint16_t(y);
+        w->p = uint8_t((v >> pshift) & 1);
+        w->t = t;
+        ++w;
+    }
+    const size_t k = size_t(w - start);
+    out.commit(k);
+    c_.events += k;
+}
+
+}  // namespace evs
