@@ -107,6 +107,7 @@ PYBIND11_MODULE(_core, m) {
         m, "DatDecoder", "Prophesee DAT CD decoder (width, height, x_bits, y_bits).");
     bind_decoder<AtisBinDecoder, uint32_t, uint32_t>(m, "AtisBinDecoder", "N-MNIST/N-Caltech101 40-bit decoder.");
     bind_decoder<EsDvsDecoder, uint32_t, uint32_t>(m, "EsDvsDecoder", "Event Stream 2.x DVS decoder.");
+    bind_decoder<EsAtisDecoder, uint32_t, uint32_t>(m, "EsAtisDecoder", "Event Stream 2.x ATIS decoder.");
 
     py::class_<Evt2Encoder>(m, "Evt2Encoder", "Prophesee EVT 2.0 encoder (stateful across chunks).")
         .def(py::init<>())

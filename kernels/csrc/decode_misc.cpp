@@ -89,6 +89,63 @@ void EsDvsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
         }
     }
     c_.bytes += n;
+    carry_n_ = size_t(state_);  // bytes of an event still incomplete
+    const size_t k = size_t(w - start);
+    out.commit(k);
+    c_.events += k;
+}
+
+// ---------------------------------------------------------------------------------------
+// Event Stream 2.x, ATIS type. Idle byte: 0xFC reset; (b & 0xFC) == 0xFC overflow, t += 63 * (b & 3);
+// else t += b >> 2, polarity = bit 1, bit 0 = threshold crossing (not a change event); then x, y
+// as uint16 LE.
+void EsAtisDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    Event* w = out.reserve_more(n / 5 + 1);
+    Event* const start = w;
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t b = data[i];
+        switch (state_) {
+            case 0:
+                if ((b & 0xFC) == 0xFC) {
+                    t_ += 63 * (b & 0x03);
+                } else {
+                    t_ += b >> 2;
+                    p_ = (b >> 1) & 1;
+                    tc_ = b & 1;
+                    state_ = 1;
+                }
+                break;
+            case 1:
+                x_ = b;
+                state_ = 2;
+                break;
+            case 2:
+                x_ |= uint32_t(b) << 8;
+                state_ = 3;
+                break;
+            case 3:
+                y_ = b;
+                state_ = 4;
+                break;
+            default:
+                y_ |= uint32_t(b) << 8;
+                state_ = 0;
+                if (tc_) {
+                    ++c_.other_words;
+                } else if (!in_bounds(x_, y_)) {
+                    ++c_.out_of_bounds;
+                } else {
+                    w->x = uint16_t(x_);
+                    w->y = uint16_t(y_);
+                    w->p = p_;
+                    w->t = t_;
+                    ++w;
+                }
+                break;
+        }
+    }
+    c_.bytes += n;
+    carry_n_ = size_t(state_);  // bytes of an event still incomplete
     const size_t k = size_t(w - start);
     out.commit(k);
     c_.events += k;

@@ -140,7 +140,6 @@ class EsDvsDecoder : public DecoderBase {
 public:
     using DecoderBase::DecoderBase;
     void decode(const uint8_t* data, size_t n, EventBuffer& out);
-    size_t pending_state_bytes() const { return state_; }
 
 private:
     int state_ = 0;
@@ -148,7 +147,21 @@ private:
     uint8_t p_ = 0;
     uint32_t x_ = 0;
     uint32_t y_ = 0;
-    int64_t last_t_ = INT64_MIN;
+};
+
+// Event Stream (.es) version 2 ATIS byte stream: DVS events kept, threshold crossings counted.
+class EsAtisDecoder : public DecoderBase {
+public:
+    using DecoderBase::DecoderBase;
+    void decode(const uint8_t* data, size_t n, EventBuffer& out);
+
+private:
+    int state_ = 0;
+    int64_t t_ = 0;
+    uint8_t p_ = 0;
+    bool tc_ = false;
+    uint32_t x_ = 0;
+    uint32_t y_ = 0;
 };
 
 }  // namespace evs

@@ -1,0 +1,268 @@
+"""Reader and writer interfaces shared by every format.
+
+A reader streams a recording as event arrays (``EVENT_DTYPE``) and knows the sensor geometry.
+Subclasses implement :meth:`EventReader._raw_chunks`, which yields arrays of any size in file
+order; this class re-batches them by event count (:meth:`EventReader.chunks`) or by time window
+(:meth:`EventReader.time_windows`). Memory stays bounded by the chunk size: nothing here loads a
+file whole unless :meth:`EventReader.read_all` is asked to.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..kernels.events import EVENT_DTYPE, concat_events, empty_events
+from .errors import EventFileError
+
+#: Bytes read from disk per decode call.
+READ_BLOCK = 4 << 20
+
+
+class EventReader(ABC):
+    """Streams the events of one recording.
+
+    Attributes:
+        path: the file.
+        format: short format name (``"evt3"``, ``"aedat4"``, ...).
+        width, height: sensor geometry in pixels.
+        counters: damage and skip counters filled while reading (``out_of_bounds``,
+            ``truncated_bytes``, ``other_words``, ...); all zero for a clean file.
+
+    Example:
+        >>> from evstream.replay import open_events
+        >>> with open_events("recording.raw") as reader:             # doctest: +SKIP
+        ...     for chunk in reader.chunks(100_000):
+        ...         print(len(chunk), chunk["t"][0])
+    """
+
+    format: str = ""
+
+    def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None):
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"{self.path}: no such file")
+        self.width = 0
+        self.height = 0
+        self._sensor_override = sensor_size
+        self.counters: dict[str, int] = {}
+        #: bytes of the file consumed so far by the current pass (for progress bars)
+        self.bytes_done = 0
+
+    def _set_geometry(self, width: int | None, height: int | None) -> None:
+        """Applies the user's sensor size (wins) or the file's; raises if neither is known."""
+        if self._sensor_override is not None:
+            width, height = self._sensor_override
+        if not width or not height:
+            raise EventFileError(
+                self.path, "the file does not state its sensor size; pass sensor_size=(width, height)"
+            )
+        if not (0 < width <= 65535 and 0 < height <= 65535):
+            raise EventFileError(self.path, f"implausible sensor size {width}x{height}")
+        self.width, self.height = int(width), int(height)
+
+    def _blocks(self, offset: int, block: int = READ_BLOCK) -> Iterator[np.ndarray]:
+        """Reads the file from ``offset`` in blocks, tracking :attr:`bytes_done`."""
+        self.bytes_done = offset
+        for pos, data in iter_file_blocks(self.path, offset, block):
+            self.bytes_done = pos + len(data)
+            yield data
+
+    def _count(self, key: str, n: int = 1) -> None:
+        if n:
+            self.counters[key] = self.counters.get(key, 0) + int(n)
+
+    @abstractmethod
+    def _raw_chunks(self) -> Iterator[np.ndarray]:
+        """Yields event arrays of arbitrary size in file order."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.chunks()
+
+    def chunks(self, n_events: int = 1 << 20) -> Iterator[np.ndarray]:
+        """Yields arrays of exactly ``n_events`` events (the last one may be shorter)."""
+        if n_events <= 0:
+            raise ValueError(f"n_events must be positive, got {n_events}")
+        pending: list[np.ndarray] = []
+        have = 0
+        for part in self._raw_chunks():
+            if not len(part):
+                continue
+            pending.append(part)
+            have += len(part)
+            if have < n_events:
+                continue
+            buf = concat_events(pending)
+            stop = len(buf) - len(buf) % n_events
+            for i in range(0, stop, n_events):
+                yield buf[i : i + n_events]
+            rest = buf[stop:]
+            pending = [rest] if len(rest) else []
+            have = len(rest)
+        if have:
+            yield concat_events(pending)
+
+    def time_windows(self, duration_us: int, t_start: int | None = None) -> Iterator[np.ndarray]:
+        """Yields consecutive windows ``[t0 + k*d, t0 + (k+1)*d)`` of ``d = duration_us``.
+
+        ``t0`` is ``t_start`` or the first event's timestamp. Empty windows are yielded as empty
+        arrays, so a consumer sees time pass. A window closes at the first event (in file order)
+        whose timestamp reaches its end; an out-of-order earlier event stays in the window it
+        arrived in.
+        """
+        if duration_us <= 0:
+            raise ValueError(f"duration_us must be positive, got {duration_us}")
+        end = None
+        pending = empty_events(0)
+        for part in self._raw_chunks():
+            if not len(part):
+                continue
+            if end is None:
+                end = (int(part["t"][0]) if t_start is None else int(t_start)) + duration_us
+            buf = concat_events([pending, part])
+            t = buf["t"]
+            sorted_ = bool(np.all(t[1:] >= t[:-1]))
+            lo = 0
+            while True:
+                if sorted_:
+                    i = lo + int(np.searchsorted(t[lo:], end, side="left"))
+                else:
+                    hits = np.flatnonzero(t[lo:] >= end)
+                    i = lo + int(hits[0]) if len(hits) else len(t)
+                if i >= len(t):
+                    break
+                yield buf[lo:i]
+                lo = i
+                end += duration_us
+                # Skip forward through empty windows without scanning again.
+                while int(t[lo]) >= end:
+                    yield empty_events(0)
+                    end += duration_us
+            pending = buf[lo:]
+        if len(pending):
+            yield pending
+
+    def read_all(self) -> np.ndarray:
+        """Reads every event into one array (for small files and tests)."""
+        return concat_events(list(self._raw_chunks()))
+
+    def close(self) -> None:
+        """Releases file handles (readers open files lazily, so this is usually a no-op)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r}, format={self.format!r}, {self.width}x{self.height})"
+
+
+class EventWriter(ABC):
+    """Writes a recording chunk by chunk. Use as a context manager, or call :meth:`close`.
+
+    Every chunk is validated: dtype ``EVENT_DTYPE``, coordinates inside the sensor,
+    non-negative timestamps, polarity 0/1. Subclasses add their format's own limits.
+    """
+
+    format: str = ""
+    max_coordinate = 65535
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int):
+        self.path = os.fspath(path)
+        if not (0 < width <= self.max_coordinate + 1 and 0 < height <= self.max_coordinate + 1):
+            raise ValueError(
+                f"{self.format} cannot store a {width}x{height} sensor "
+                f"(at most {self.max_coordinate + 1} pixels per side)"
+            )
+        self.width, self.height = int(width), int(height)
+        self.events_written = 0
+        self._last_t: int | None = None
+        self._closed = False
+
+    def write(self, events: np.ndarray) -> None:
+        """Appends ``events`` (``EVENT_DTYPE``) to the file."""
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+        events = self._check(events)
+        if len(events):
+            self._write(events)
+            self.events_written += len(events)
+            self._last_t = int(events["t"][-1])
+
+    def _check(self, events: np.ndarray) -> np.ndarray:
+        if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE:
+            raise ValueError(f"events must be an array of EVENT_DTYPE, got {getattr(events, 'dtype', type(events))}")
+        events = np.ascontiguousarray(events.reshape(-1))
+        if not len(events):
+            return events
+        base = self.events_written
+        for name, limit in (("x", self.width), ("y", self.height)):
+            bad = np.flatnonzero(events[name] >= limit)
+            if len(bad):
+                i = int(bad[0])
+                raise ValueError(
+                    f"{self.path}: event {base + i} has {name}={int(events[name][i])} outside the "
+                    f"{self.width}x{self.height} sensor"
+                )
+        bad = np.flatnonzero(events["p"] > 1)
+        if len(bad):
+            raise ValueError(f"{self.path}: event {base + int(bad[0])} has polarity {int(events['p'][bad[0]])}, not 0/1")
+        bad = np.flatnonzero(events["t"] < 0)
+        if len(bad):
+            raise ValueError(f"{self.path}: event {base + int(bad[0])} has a negative timestamp")
+        return events
+
+    @abstractmethod
+    def _write(self, events: np.ndarray) -> None: ...
+
+    def _finish(self) -> None:
+        """Writes trailers; called once by :meth:`close`."""
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close()
+
+
+def read_header_lines(path: str, prefix: bytes = b"%", limit: int = 1 << 20) -> tuple[list[str], int]:
+    """Reads leading text lines that start with ``prefix``; returns them and the data offset.
+
+    Raises EventFileError if the header runs past ``limit`` bytes or ends mid-line.
+    """
+    lines: list[str] = []
+    offset = 0
+    with open(path, "rb") as f:
+        head = f.read(limit)
+    while offset < len(head) and head[offset : offset + len(prefix)] == prefix:
+        nl = head.find(b"\n", offset)
+        if nl < 0:
+            raise EventFileError(path, "header line is not terminated (truncated header?)", offset=offset)
+        lines.append(head[offset:nl].decode("latin-1").rstrip("\r"))
+        offset = nl + 1
+    if offset >= limit:
+        raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
+    return lines, offset
+
+
+def iter_file_blocks(path: str, offset: int, block: int = READ_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields ``(file_offset, uint8 array)`` blocks from ``offset`` to the end of the file."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        pos = offset
+        while True:
+            data = f.read(block)
+            if not data:
+                return
+            yield pos, np.frombuffer(data, np.uint8)
+            pos += len(data)

@@ -1,0 +1,37 @@
+"""Shared fixtures. Real recordings live in ../shared/data beside the repository; tests that
+need them skip cleanly where that folder is absent (it is not distributed with evstream)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evstream.kernels.events import EVENT_DTYPE
+
+SHARED_DATA = Path(os.environ.get("EVSTREAM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def shared_file(relative: str) -> Path:
+    """Path of a file in ../shared/data, or skip the test if it is not there."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real recording {relative} not available (../shared/data absent)")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def random_events(rng, n: int, width: int, height: int, t0: int = 0, max_dt: int = 50) -> np.ndarray:
+    """Seeded random events with non-decreasing timestamps (as sensors produce them)."""
+    ev = np.empty(n, EVENT_DTYPE)
+    ev["x"] = rng.integers(0, width, n)
+    ev["y"] = rng.integers(0, height, n)
+    ev["t"] = t0 + np.cumsum(rng.integers(0, max_dt + 1, n))
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
