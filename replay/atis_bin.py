@@ -61,7 +61,9 @@ class BinWriter(EventWriter):
     def __init__(self, path, width, height):
         super().__init__(path, width, height)
         if height > 240:
-            raise ValueError(f"{self.path}: .bin rows must be < 240 (y == 240 marks overflows), height={height}")
+            raise ValueError(
+                f"{self.path}: .bin rows must be < 240 (y == 240 marks overflows), height={height}"
+            )
         self._f = open(self.path, "wb")
 
     def _write(self, events):

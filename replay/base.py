@@ -43,8 +43,9 @@ class EventReader(ABC):
 
     def __init__(self, path: str | os.PathLike, sensor_size: tuple[int, int] | None = None):
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"{self.path}: no such file")
+        from .formats import check_readable_file
+
+        check_readable_file(self.path)
         self.width = 0
         self.height = 0
         self._sensor_override = sensor_size
@@ -149,7 +150,7 @@ class EventReader(ABC):
         """Reads every event into one array (for small files and tests)."""
         return concat_events(list(self._raw_chunks()))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Releases file handles (readers open files lazily, so this is usually a no-op)."""
 
     def __enter__(self):
@@ -196,7 +197,9 @@ class EventWriter(ABC):
 
     def _check(self, events: np.ndarray) -> np.ndarray:
         if not isinstance(events, np.ndarray) or events.dtype != EVENT_DTYPE:
-            raise ValueError(f"events must be an array of EVENT_DTYPE, got {getattr(events, 'dtype', type(events))}")
+            raise ValueError(
+                f"events must be an array of EVENT_DTYPE, got {getattr(events, 'dtype', type(events))}"
+            )
         events = np.ascontiguousarray(events.reshape(-1))
         if not len(events):
             return events
@@ -211,7 +214,9 @@ class EventWriter(ABC):
                 )
         bad = np.flatnonzero(events["p"] > 1)
         if len(bad):
-            raise ValueError(f"{self.path}: event {base + int(bad[0])} has polarity {int(events['p'][bad[0]])}, not 0/1")
+            raise ValueError(
+                f"{self.path}: event {base + int(bad[0])} has polarity {int(events['p'][bad[0]])}, not 0/1"
+            )
         bad = np.flatnonzero(events["t"] < 0)
         if len(bad):
             raise ValueError(f"{self.path}: event {base + int(bad[0])} has a negative timestamp")
@@ -220,7 +225,7 @@ class EventWriter(ABC):
     @abstractmethod
     def _write(self, events: np.ndarray) -> None: ...
 
-    def _finish(self) -> None:
+    def _finish(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Writes trailers; called once by :meth:`close`."""
 
     def close(self) -> None:

@@ -28,17 +28,23 @@ class EsReader(EventReader):
         with open(self.path, "rb") as f:
             head = f.read(20)
         if not head.startswith(MAGIC):
-            raise EventFileError(self.path, "not an Event Stream file (magic 'Event Stream' missing)", offset=0)
+            raise EventFileError(
+                self.path, "not an Event Stream file (magic 'Event Stream' missing)", offset=0
+            )
         if len(head) < 16:
             raise EventFileError(self.path, "file ends inside the header", offset=len(head))
         major, minor, patch, kind = head[12], head[13], head[14], head[15]
         self.version = f"{major}.{minor}.{patch}"
         if major != 2:
-            raise EventFileError(self.path, f"Event Stream version {self.version} is not supported (need 2.x)", offset=12)
+            raise EventFileError(
+                self.path, f"Event Stream version {self.version} is not supported (need 2.x)", offset=12
+            )
         self.stream_type = _TYPES.get(kind, f"unknown({kind})")
         if self.stream_type not in ("dvs", "atis"):
             raise EventFileError(
-                self.path, f"Event Stream type {self.stream_type!r} holds no DVS events (need dvs or atis)", offset=15
+                self.path,
+                f"Event Stream type {self.stream_type!r} holds no DVS events (need dvs or atis)",
+                offset=15,
             )
         if len(head) < 20:
             raise EventFileError(self.path, "file ends inside the header", offset=len(head))

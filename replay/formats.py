@@ -6,6 +6,7 @@ formats without a signature (N-MNIST ``.bin``) or to break ties.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 
@@ -54,6 +55,14 @@ WRITE_EXTENSIONS = {
 }
 
 
+def check_readable_file(path: str) -> None:
+    """Raises the OSError a user expects for a missing path or a directory."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such file", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a recording", path)
+
+
 def _load(module: str, name: str):
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
@@ -73,7 +82,8 @@ def writer_for(path: str, fmt: str | None = None):
         if ext not in WRITE_EXTENSIONS:
             raise ValueError(
                 f"{path}: cannot tell the output format from the extension {ext!r}; "
-                f"use one of {', '.join(sorted(WRITE_EXTENSIONS))} or pass a format ({', '.join(sorted(WRITERS))})"
+                f"use one of {', '.join(sorted(WRITE_EXTENSIONS))} "
+                f"or pass a format ({', '.join(sorted(WRITERS))})"
             )
         fmt = WRITE_EXTENSIONS[ext]
     if fmt not in WRITERS:
@@ -89,7 +99,9 @@ def _looks_like_text(head: bytes) -> bool:
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return False
-    lines = [ln for ln in text.splitlines()[:-1] or text.splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln for ln in text.splitlines()[:-1] or text.splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     if not lines:
         return False
     for line in lines[:20]:
@@ -106,12 +118,13 @@ def _looks_like_text(head: bytes) -> bool:
 def detect_format(path: str | os.PathLike) -> str:
     """Returns the format name of a recording, from its content (and extension as a fallback)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    check_readable_file(path)
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     ext = os.path.splitext(path)[1].lower()
     if not head:
+        if ext in (".bin", ".bs2"):  # no header: an empty file is an empty recording
+            return "bin"
         raise EventFileError(path, "file is empty")
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
@@ -140,7 +153,9 @@ def detect_format(path: str | os.PathLike) -> str:
         if ext == ".dat" or any(k in header for k in ("Data", "Version", "Height", "Width")):
             return "dat"
         if ext == ".raw":
-            raise UnknownFormatError(path, "RAW header names no event encoding; pass the format (evt2/evt21/evt3)")
+            raise UnknownFormatError(
+                path, "RAW header names no event encoding; pass the format (evt2/evt21/evt3)"
+            )
     if ext in (".bin", ".bs2"):
         return "bin"
     if _looks_like_text(head):

@@ -19,6 +19,11 @@ Word layouts (bits, type in the top nibble), from Prophesee's format specificati
   TIME_HIGH jump >= 2048 is a 24-bit wrap. Spurious TIME_LOW decreases are *not* wraps (the
   mistake that makes expelliarmus and aestream drift).
 
+A recording written by evstream whose first timestamp lies beyond the first counter loop
+(2^24 us for EVT 3.0, 2^34 us for EVT 2.0) stores the whole loops in the header line
+``% evstream_time_offset_us N``; other readers see the timestamps modulo the loop, as they
+would for a camera's own recording.
+
 Events before the first TIME_HIGH are dropped (``before_time``), as in Prophesee's decoder;
 timestamps are absolute (no time shifting). Events outside the sensor are dropped and counted
 (``out_of_bounds``); a trailing partial word is counted in ``truncated_bytes``.
@@ -55,10 +60,18 @@ _PLUGIN_GEOMETRY = (
     ("gen31", (640, 480)),
     ("gen3", (640, 480)),
 )
-_GENERATION_GEOMETRY = {"3.0": (640, 480), "3.1": (640, 480), "4.0": (1280, 720), "4.1": (1280, 720),
-                        "4.2": (1280, 720), "320": (320, 320)}
+_GENERATION_GEOMETRY = {
+    "3.0": (640, 480),
+    "3.1": (640, 480),
+    "4.0": (1280, 720),
+    "4.1": (1280, 720),
+    "4.2": (1280, 720),
+    "320": (320, 320),
+}
 _FORMAT_NAMES = {"EVT2": "evt2", "EVT21": "evt21", "EVT2.1": "evt21", "EVT3": "evt3", "EVT3.0": "evt3"}
 _EVT_KEY = {"2.0": "evt2", "2.1": "evt21", "3.0": "evt3"}
+#: Header key (evstream's own) holding whole timestamp-counter loops removed from the words, in us.
+TIME_OFFSET_KEY = "evstream_time_offset_us"
 
 
 def parse_header(lines: list[str]) -> dict[str, str]:
@@ -134,11 +147,16 @@ class RawReader(EventReader):
         enc = encoding or raw_encoding(self.header)
         if enc not in ("evt2", "evt21", "evt3"):
             raise EventFileError(
-                self.path, "header names no event encoding (% evt / % format); pass encoding='evt2'|'evt21'|'evt3'"
+                self.path,
+                "header names no event encoding (% evt / % format); pass encoding='evt2'|'evt21'|'evt3'",
             )
         self.format = enc
         geom = header_geometry(self.header) or (None, None)
         self._set_geometry(*geom)
+        try:
+            self.time_offset = int(self.header.get(TIME_OFFSET_KEY, "0"))
+        except ValueError:
+            raise EventFileError(self.path, f"header key {TIME_OFFSET_KEY} is not an integer") from None
 
     def _decoder(self):
         if self.format == "evt3":
@@ -154,12 +172,22 @@ class RawReader(EventReader):
         for block in self._blocks(self.data_offset):
             if swap:
                 block = _swap_halves(block)
-            yield dec.decode(block)
+            events = dec.decode(block)
+            if self.time_offset:
+                events["t"] += self.time_offset
+            yield events
         self._finish_counters(dec)
 
     def _finish_counters(self, dec) -> None:
         c = dec.counters
-        for key in ("out_of_bounds", "other_words", "unknown_words", "before_time", "t_backwards", "time_loops"):
+        for key in (
+            "out_of_bounds",
+            "other_words",
+            "unknown_words",
+            "before_time",
+            "t_backwards",
+            "time_loops",
+        ):
             self._count(key, c[key])
         self._count("truncated_bytes", dec.pending_bytes)
 
@@ -195,7 +223,9 @@ class DatReader(EventReader):
                 f.seek(offset)
                 ev_type, ev_size = f.read(2)
             if ev_size != 8:
-                raise EventFileError(self.path, f"event size {ev_size} is not 8 (not a CD .dat?)", offset=offset + 1)
+                raise EventFileError(
+                    self.path, f"event size {ev_size} is not 8 (not a CD .dat?)", offset=offset + 1
+                )
             self.event_type = ev_type
             offset += 2
         else:
@@ -233,20 +263,40 @@ class RawWriter(EventWriter):
         self.format = encoding
         super().__init__(path, width, height)
         self._encoder = _core.Evt3Encoder() if encoding == "evt3" else _core.Evt2Encoder()
-        name = "EVT3" if encoding == "evt3" else "EVT2"
-        evt = "3.0" if encoding == "evt3" else "2.0"
+        self._loop = 1 << (24 if encoding == "evt3" else 34)
+        self._offset: int | None = None  # written in the header once the first event is known
         self._f = open(self.path, "wb")
-        self._f.write(_header_text(f"% evt {evt}\n% format {name};height={height};width={width}", width, height))
+
+    def _write_header(self, first_t: int) -> None:
+        # The counters in the words start from the stream's first loop; a recording whose
+        # first timestamp lies beyond it keeps the whole loops in a header key.
+        self._offset = first_t - first_t % self._loop
+        name, evt = ("EVT3", "3.0") if self.format == "evt3" else ("EVT2", "2.0")
+        fmt = f"% evt {evt}\n% format {name};height={self.height};width={self.width}"
+        if self._offset:
+            fmt += f"\n% {TIME_OFFSET_KEY} {self._offset}"
+        self._f.write(_header_text(fmt, self.width, self.height))
 
     def _write(self, events):
         if self._last_t is not None and int(events["t"][0]) < self._last_t:
-            raise ValueError(f"{self.path}: timestamps must not decrease between chunks (event {self.events_written})")
+            raise ValueError(
+                f"{self.path}: timestamps must not decrease between chunks (event {self.events_written})"
+            )
         if np.any(np.diff(events["t"]) < 0):
             i = int(np.flatnonzero(np.diff(events["t"]) < 0)[0]) + 1
-            raise ValueError(f"{self.path}: timestamps decrease at event {self.events_written + i}; sort first")
+            raise ValueError(
+                f"{self.path}: timestamps decrease at event {self.events_written + i}; sort first"
+            )
+        if self._offset is None:
+            self._write_header(int(events["t"][0]))
+        if self._offset:
+            events = events.copy()
+            events["t"] -= self._offset
         self._f.write(self._encoder.encode(events).tobytes())
 
     def _finish(self):
+        if self._offset is None:
+            self._write_header(0)
         self._f.close()
 
 

@@ -33,8 +33,15 @@ def _progress_bar(path: str, enabled: bool, desc: str):
     from tqdm import tqdm
 
     size = os.path.getsize(path)
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=desc, disable=not enabled or size < (32 << 20),
-               leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        desc=desc,
+        disable=not enabled or size < (32 << 20),
+        leave=False,
+        file=sys.stderr,
+    )
     state = {"done": 0}
 
     def update(bytes_done: int, events_done: int) -> None:
@@ -60,7 +67,8 @@ def _print_info(s: dict) -> None:
         ("mean rate", "-" if s["mean_rate_hz"] is None else f"{s['mean_rate_hz'] / 1e6:.3f} M events/s"),
         (
             "polarity",
-            "-" if s["on_fraction"] is None
+            "-"
+            if s["on_fraction"] is None
             else f"ON {s['on_events']:,} ({100 * s['on_fraction']:.1f} %), OFF {s['off_events']:,}",
         ),
     ]
@@ -128,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="event recording (format detected from content)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--format", choices=sorted(READERS), help=f"skip detection; one of: {readable}")
-    p.add_argument("--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
@@ -141,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="file to write")
     p.add_argument("--to", choices=sorted(WRITERS), help="output format (default: from the extension)")
     p.add_argument("--in-format", choices=sorted(READERS), help="input format (default: detected)")
-    p.add_argument("--sensor", type=_sensor_size, metavar="WxH", help="input sensor size, if the file lacks it")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="input sensor size, if the file lacks it"
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_convert)
@@ -155,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (EventFileError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # missing file, directory given, permission denied, disk full
+        what = exc.strerror.lower() if exc.strerror else str(exc)
+        name = f"{exc.filename}: " if exc.filename else ""
+        print(f"evstream {args.command}: error: {name}{what}", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    except EventFileError as exc:
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except ValueError as exc:  # invalid values for the chosen format (sensor too large, ...)

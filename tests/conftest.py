@@ -11,7 +11,9 @@ import pytest
 
 from evstream.kernels.events import EVENT_DTYPE
 
-SHARED_DATA = Path(os.environ.get("EVSTREAM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("EVSTREAM_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 def shared_file(relative: str) -> Path:
