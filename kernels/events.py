@@ -46,9 +46,24 @@ def make_events(x, y, t, p) -> np.ndarray:
     return ev
 
 
+# numpy copies a padded structured dtype field by field (about 20x slower than memcpy); copies go
+# through this opaque 16-byte view instead.
+_RAW = np.dtype((np.void, EVENT_DTYPE.itemsize))
+
+
 def concat_events(parts) -> np.ndarray:
-    """Concatenates event arrays (an empty list gives an empty array)."""
+    """Concatenates event arrays into a new array (an empty list gives an empty array).
+
+    A single non-empty part is returned as it is, not copied.
+    """
     parts = [p for p in parts if len(p)]
     if not parts:
         return empty_events(0)
-    return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([np.ascontiguousarray(p).view(_RAW) for p in parts]).view(EVENT_DTYPE)
+
+
+def copy_events(events: np.ndarray) -> np.ndarray:
+    """A contiguous copy of an event array, at memcpy speed."""
+    return np.ascontiguousarray(events).view(_RAW).copy().view(EVENT_DTYPE)

@@ -243,19 +243,31 @@ class EventWriter(ABC):
 def read_header_lines(path: str, prefix: bytes = b"%", limit: int = 1 << 20) -> tuple[list[str], int]:
     """Reads leading text lines that start with ``prefix``; returns them and the data offset.
 
-    Raises EventFileError if the header runs past ``limit`` bytes or ends mid-line.
+    Reads only as far as the header goes (in 8 KiB steps). Raises EventFileError if the header
+    runs past ``limit`` bytes or ends mid-line.
     """
     lines: list[str] = []
     offset = 0
+    head = b""
     with open(path, "rb") as f:
-        head = f.read(limit)
-    while offset < len(head) and head[offset : offset + len(prefix)] == prefix:
-        nl = head.find(b"\n", offset)
-        if nl < 0:
-            raise EventFileError(path, "header line is not terminated (truncated header?)", offset=offset)
-        lines.append(head[offset:nl].decode("latin-1").rstrip("\r"))
-        offset = nl + 1
-    if offset >= limit:
+        while True:
+            if offset + len(prefix) > len(head) or (
+                head[offset : offset + len(prefix)] == prefix and head.find(b"\n", offset) < 0
+            ):
+                more = f.read(8192)
+                if more:
+                    head += more
+                    if len(head) > limit + 8192:
+                        raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
+                    continue
+            if head[offset : offset + len(prefix)] != prefix:
+                break
+            nl = head.find(b"\n", offset)
+            if nl < 0:
+                raise EventFileError(path, "header line is not terminated (truncated header?)", offset=offset)
+            lines.append(head[offset:nl].decode("latin-1").rstrip("\r"))
+            offset = nl + 1
+    if offset > limit:
         raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
     return lines, offset
 

@@ -43,6 +43,7 @@ import re
 import numpy as np
 
 from ..kernels import _core
+from ..kernels.events import copy_events
 from .base import EventReader, EventWriter, read_header_lines
 from .errors import EventFileError
 
@@ -290,7 +291,7 @@ class RawWriter(EventWriter):
         if self._offset is None:
             self._write_header(int(events["t"][0]))
         if self._offset:
-            events = events.copy()
+            events = copy_events(events)
             events["t"] -= self._offset
         self._f.write(self._encoder.encode(events).tobytes())
 
