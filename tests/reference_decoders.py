@@ -102,10 +102,15 @@ def evt21_little(data: bytes, width: int, height: int):
 def dat(data: bytes, width: int, height: int):
     rec = np.frombuffer(data[: len(data) // 8 * 8], "<u4").reshape(-1, 2).tolist()
     rows = []
+    loop = 0
+    prev = None
     for t, v in rec:
+        if prev is not None and t + (1 << 31) < prev:
+            loop += 1 << 32
+        prev = t
         x, y = v & 0x3FFF, (v >> 14) & 0x3FFF
         if x < width and y < height:
-            rows.append((x, y, t, (v >> 28) & 1))
+            rows.append((x, y, t + loop, (v >> 28) & 1))
     return _events(rows)
 
 

@@ -160,6 +160,40 @@ def test_evt21_reader_handles_both_byte_orders(tmp_path, rng):
             assert np.array_equal(r.read_all(), expected), order
 
 
+def test_evt2_two_thread_path_with_wrap_and_drops_in_the_first_half(rng):
+    """Blocks over 1 MiB are decoded by two threads; the split must be invisible."""
+    n = 400_000
+    words = np.empty(n, np.uint32)
+    kinds = rng.integers(0, 2, n).astype(np.uint32)
+    x = rng.integers(0, 700, n).astype(np.uint32)  # some beyond the 640-wide sensor: dropped
+    y = rng.integers(0, 480, n).astype(np.uint32)
+    words[:] = (kinds << 28) | (rng.integers(0, 64, n).astype(np.uint32) << 22) | (x << 11) | y
+    high = np.arange(0, n, 97)
+    words[high] = (0x8 << 28) | (
+        (np.arange(len(high), dtype=np.uint32) + 0x0FFFFC00) & 0x0FFFFFFF
+    )  # wraps at word ~99k, in the first half
+    words[: high[0] + 10] = words[: high[0] + 10] & ~np.uint32(0xF << 28)  # CD before the first TIME_HIGH
+    data = words.view(np.uint8)
+    dec = _core.Evt2Decoder(640, 480)
+    ev = dec.decode(data)
+    assert dec.counters["time_loops"] == 1 and dec.counters["out_of_bounds"] > 0
+    assert np.array_equal(ev, ref.evt2(data.tobytes(), 640, 480))
+
+
+def test_dat_two_thread_path_with_wrap_and_drops_in_the_first_half(rng):
+    n = 200_000
+    rec = np.empty((n, 2), "<u4")
+    t = (np.arange(n, dtype=np.int64) * 50 + 2**32 - 3_000_000) % 2**32  # wraps early in the first half
+    rec[:, 0] = t
+    x = rng.integers(0, 330, n)  # some beyond 304: dropped
+    rec[:, 1] = x | (rng.integers(0, 240, n) << 14) | (rng.integers(0, 2, n) << 28)
+    data = rec.view(np.uint8).reshape(-1)
+    dec = _core.DatDecoder(304, 240, 14, 14)
+    ev = dec.decode(data)
+    assert dec.counters["time_loops"] == 1
+    assert np.array_equal(ev, ref.dat(data.tobytes(), 304, 240))
+
+
 # --------------------------------------------------------------------------- writers
 @settings(max_examples=40, deadline=None)
 @given(

@@ -1,6 +1,7 @@
 // Prophesee EVT 2.0, EVT 2.1, EVT 3.0 and DAT decoders, written from Prophesee's format
 // specifications. Timestamps are absolute microseconds (no "time shifting").
 #include <cstring>
+#include <thread>
 
 #include "decoders.hpp"
 
@@ -24,50 +25,106 @@ void Evt2Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
     feed_words<4>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
 }
 
+// Large blocks are split at a TIME_HIGH word near the middle and the halves decoded by two
+// threads. The second half's decoder is seeded with the last TIME_HIGH before the split (or the
+// state before the block), and its output goes right after the first half's CD words, counted
+// up front; a wrap or dropped events inside the first half are fixed up after the join.
 void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     const size_t words = n / 4;
     Event* w = out.reserve_more(words);
+    size_t mid = words / 2;
+    while (mid < words && (load_u32(data + 4 * mid) >> 28) != 0x8) ++mid;
+    if (n < kParallelBytes || mid >= words) {
+        out.commit(decode_words(data, words, w));
+        return;
+    }
+    Evt2Decoder second(width_, height_);
+    const int64_t seed_loop = loop_;
+    second.loop_ = loop_;
+    second.time_base_ = time_base_;
+    for (size_t i = mid; i-- > 0;) {
+        const uint32_t v = load_u32(data + 4 * i);
+        if ((v >> 28) == 0x8) {
+            second.time_base_ = (int64_t(v & 0x0FFFFFFF) << 6) + loop_;
+            break;
+        }
+    }
+    size_t first_cd = 0, k2 = 0;
+    std::thread worker([&] {
+        for (size_t i = 0; i < mid; ++i) first_cd += (load_u32(data + 4 * i) >> 28) <= 1;
+        k2 = second.decode_words(data + 4 * mid, words - mid, w + first_cd);
+    });
+    const size_t k1 = decode_words(data, mid, w);
+    const int64_t last_first = last_t_;
+    worker.join();
+    if (k1 != first_cd) std::memmove(w + k1, w + first_cd, k2 * sizeof(Event));
+    const int64_t delta = loop_ - seed_loop;
+    if (delta) {
+        for (size_t i = k1; i < k1 + k2; ++i) w[i].t += delta;
+        second.time_base_ += delta;
+        second.loop_ += delta;
+        second.last_t_ += delta;
+    }
+    if (k1 && k2 && w[k1].t < last_first) ++c_.t_backwards;
+    time_base_ = second.time_base_;
+    loop_ = second.loop_;
+    if (k2) last_t_ = second.last_t_;
+    c_.merge(second.c_);
+    out.commit(k1 + k2);
+}
+
+size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
     Event* const start = w;
     constexpr int64_t kLoop = int64_t(1) << 34;
+    const uint32_t wmax = width_ ? width_ : 0x10000, hmax = height_ ? height_ : 0x10000;
+    int64_t base = time_base_, loop = loop_, last_t = last_t_;
+    uint64_t before = 0, oob = 0, backwards = 0, other = 0, unknown = 0, loops = 0;
     for (size_t i = 0; i < words; ++i) {
         const uint32_t v = load_u32(data + 4 * i);
         const uint32_t type = v >> 28;
         if (type <= 1) {
-            if (time_base_ < 0) {
-                ++c_.before_time;
-                continue;
-            }
             const uint32_t x = (v >> 11) & 0x7FF, y = v & 0x7FF;
-            if (!in_bounds(x, y)) {
-                ++c_.out_of_bounds;
-                continue;
+            if (base < 0) {
+                ++before;
+            } else if (x >= wmax || y >= hmax) {
+                ++oob;
+            } else {
+                const int64_t t = base + ((v >> 22) & 0x3F);
+                backwards += t < last_t;
+                last_t = t;
+                w->x = uint16_t(x);
+                w->y = uint16_t(y);
+                w->p = uint8_t(type);
+                w->t = t;
+                ++w;
             }
-            const int64_t t = time_base_ + ((v >> 22) & 0x3F);
-            c_.t_backwards += t < last_t_;
-            last_t_ = t;
-            w->x = uint16_t(x);
-            w->y = uint16_t(y);
-            w->p = uint8_t(type);
-            w->t = t;
-            ++w;
         } else if (type == 0x8) {
-            int64_t base = (int64_t(v & 0x0FFFFFFF) << 6) + loop_;
+            int64_t nb = (int64_t(v & 0x0FFFFFFF) << 6) + loop;
             // A backwards jump of more than half the counter range is a wrap, not disorder.
-            if (time_base_ >= 0 && base + kLoop / 2 <= time_base_) {
-                loop_ += kLoop;
-                base += kLoop;
-                ++c_.time_loops;
+            if (base >= 0 && nb + kLoop / 2 <= base) {
+                loop += kLoop;
+                nb += kLoop;
+                ++loops;
             }
-            time_base_ = base;
+            base = nb;
         } else if (type == 0xA || type == 0xE || type == 0xF) {
-            ++c_.other_words;
+            ++other;
         } else {
-            ++c_.unknown_words;
+            ++unknown;
         }
     }
+    time_base_ = base;
+    loop_ = loop;
+    last_t_ = last_t;
     const size_t k = size_t(w - start);
-    out.commit(k);
     c_.events += k;
+    c_.before_time += before;
+    c_.out_of_bounds += oob;
+    c_.t_backwards += backwards;
+    c_.other_words += other;
+    c_.unknown_words += unknown;
+    c_.time_loops += loops;
+    return k;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -262,38 +319,80 @@ void DatDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
     feed_words<8>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
 }
 
+// Records are independent but for the 32-bit time unwrap: large blocks are split in two, the
+// second half seeded with the record before the split and shifted afterwards if the first
+// half wrapped.
 void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     const size_t records = n / 8;
     Event* w = out.reserve_more(records);
+    if (n < kParallelBytes) {
+        out.commit(decode_records(data, records, w));
+        return;
+    }
+    const size_t mid = records / 2;
+    DatDecoder second(width_, height_, x_bits_, y_bits_);
+    const int64_t seed_loop = loop_;
+    second.loop_ = loop_;
+    second.prev_raw_ = load_u32(data + 8 * (mid - 1));
+    size_t k2 = 0;
+    std::thread worker([&] { k2 = second.decode_records(data + 8 * mid, records - mid, w + mid); });
+    const size_t k1 = decode_records(data, mid, w);
+    const int64_t last_first = last_t_;
+    worker.join();
+    if (k1 != mid) std::memmove(w + k1, w + mid, k2 * sizeof(Event));
+    const int64_t delta = loop_ - seed_loop;
+    if (delta) {
+        for (size_t i = k1; i < k1 + k2; ++i) w[i].t += delta;
+        second.loop_ += delta;
+        second.last_t_ += delta;
+    }
+    if (k1 && k2 && w[k1].t < last_first) ++c_.t_backwards;
+    loop_ = second.loop_;
+    prev_raw_ = second.prev_raw_;
+    if (k2) last_t_ = second.last_t_;
+    c_.merge(second.c_);
+    out.commit(k1 + k2);
+}
+
+size_t DatDecoder::decode_records(const uint8_t* data, size_t records, Event* w) {
     Event* const start = w;
     const uint32_t xmask = (1u << x_bits_) - 1, ymask = (1u << y_bits_) - 1;
     const uint32_t pshift = x_bits_ + y_bits_;
+    const uint32_t wmax = width_ ? width_ : 0xFFFFFFFF, hmax = height_ ? height_ : 0xFFFFFFFF;
     constexpr int64_t kLoop = int64_t(1) << 32;
+    int64_t loop = loop_, prev = prev_raw_, last_t = last_t_;
+    uint64_t oob = 0, backwards = 0, loops = 0;
     for (size_t i = 0; i < records; ++i) {
         const int64_t raw = load_u32(data + 8 * i);
         const uint32_t v = load_u32(data + 8 * i + 4);
-        if (prev_raw_ >= 0 && raw + kLoop / 2 < prev_raw_) {
-            loop_ += kLoop;
-            ++c_.time_loops;
+        if (prev >= 0 && raw + kLoop / 2 < prev) {
+            loop += kLoop;
+            ++loops;
         }
-        prev_raw_ = raw;
+        prev = raw;
         const uint32_t x = v & xmask, y = (v >> x_bits_) & ymask;
-        if (!in_bounds(x, y)) {
-            ++c_.out_of_bounds;
+        if (x >= wmax || y >= hmax) {
+            ++oob;
             continue;
         }
-        const int64_t t = raw + loop_;
-        c_.t_backwards += t < last_t_;
-        last_t_ = t;
+        const int64_t t = raw + loop;
+        backwards += t < last_t;
+        last_t = t;
         w->x = uint16_t(x);
         w->y = uint16_t(y);
         w->p = uint8_t((v >> pshift) & 1);
         w->t = t;
         ++w;
     }
+    loop_ = loop;
+    prev_raw_ = prev;
+    last_t_ = last_t;
     const size_t k = size_t(w - start);
-    out.commit(k);
     c_.events += k;
+    c_.out_of_bounds += oob;
+    c_.t_backwards += backwards;
+    c_.time_loops += loops;
+    return k;
 }
 
 }  // namespace evs

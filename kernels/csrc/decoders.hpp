@@ -22,11 +22,24 @@ struct DecodeCounters {
     uint64_t t_backwards = 0;     // events kept although t < the previous event's t
     uint64_t time_loops = 0;      // timestamp counter roll-overs unwrapped
     uint64_t bytes = 0;           // bytes consumed (whole words only)
+
+    void merge(const DecodeCounters& o) {
+        events += o.events;
+        out_of_bounds += o.out_of_bounds;
+        other_words += o.other_words;
+        unknown_words += o.unknown_words;
+        before_time += o.before_time;
+        t_backwards += o.t_backwards;
+        time_loops += o.time_loops;
+    }
 };
 
 // Common machinery: geometry check, partial-word carry, counters.
 class DecoderBase {
 public:
+    // Blocks at least this large (in bytes) are decoded by two threads where the format allows.
+    static constexpr size_t kParallelBytes = size_t(1) << 20;
+
     DecoderBase(uint32_t width, uint32_t height) : width_(width), height_(height) {}
     const DecodeCounters& counters() const { return c_; }
     // Bytes of an incomplete trailing word held back, waiting for the next chunk.
@@ -73,6 +86,8 @@ public:
 
 private:
     void run(const uint8_t* data, size_t n, EventBuffer& out);
+    // Decodes `words` words to `w` (room for `words` events); returns the events written.
+    size_t decode_words(const uint8_t* data, size_t words, Event* w);
     int64_t time_base_ = -1;   // (time_high << 6) + loop offset; -1 until the first TIME_HIGH
     int64_t loop_ = 0;
     int64_t last_t_ = INT64_MIN;
@@ -117,6 +132,7 @@ public:
 
 private:
     void run(const uint8_t* data, size_t n, EventBuffer& out);
+    size_t decode_records(const uint8_t* data, size_t records, Event* w);
     uint32_t x_bits_, y_bits_;
     int64_t loop_ = 0;
     int64_t prev_raw_ = -1;
