@@ -83,6 +83,15 @@ class EventReader(ABC):
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.chunks()
 
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Yields the events as decoded, in blocks of whatever size the format gives (no copies).
+
+        The fastest way through a file when chunk sizes do not matter (statistics, conversion).
+        """
+        for part in self._raw_chunks():
+            if len(part):
+                yield part
+
     def chunks(self, n_events: int = 1 << 20) -> Iterator[np.ndarray]:
         """Yields arrays of exactly ``n_events`` events (the last one may be shorter)."""
         if n_events <= 0:

@@ -17,7 +17,7 @@ from .formats import READERS
 Progress = Callable[[int, int], None]
 
 
-def summarize(reader: EventReader, progress: Progress | None = None, chunk: int = 1 << 20) -> dict:
+def summarize(reader: EventReader, progress: Progress | None = None) -> dict:
     """Statistics of a whole recording, computed in one streaming pass.
 
     Returns a dict with ``format``, ``description``, ``width``, ``height``, ``events``,
@@ -29,7 +29,7 @@ def summarize(reader: EventReader, progress: Progress | None = None, chunk: int 
     n = on = 0
     t_first = t_last = t_min = t_max = None
     x_max = y_max = -1
-    for part in reader.chunks(chunk):
+    for part in reader.blocks():
         t = part["t"]
         if t_first is None:
             t_first = int(t[0])
@@ -72,7 +72,6 @@ def convert(
     out_path: str | os.PathLike,
     out_format: str | None = None,
     progress: Progress | None = None,
-    chunk: int = 1 << 20,
 ) -> dict:
     """Copies every event of ``reader`` to ``out_path`` (format from ``out_format`` or extension).
 
@@ -86,7 +85,7 @@ def convert(
     writer = open_writer(out_path, reader.width, reader.height, out_format)
     try:
         with writer:
-            for part in reader.chunks(chunk):
+            for part in reader.blocks():
                 writer.write(part)
                 n += len(part)
                 if progress:

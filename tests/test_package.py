@@ -80,3 +80,21 @@ def test_ruff_lint_clean():
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _core.Evt2Decoder(8, 8),
+        lambda: _core.Evt21Decoder(8, 8),
+        lambda: _core.Evt3Decoder(8, 8),
+        lambda: _core.DatDecoder(8, 8, 14, 14),
+        lambda: _core.AtisBinDecoder(8, 8),
+        lambda: _core.EsDvsDecoder(8, 8),
+        lambda: _core.EsAtisDecoder(8, 8),
+    ],
+)
+@pytest.mark.parametrize("size", [0, 1, 3])
+def test_decoders_return_empty_event_arrays(make, size):
+    ev = make().decode(np.zeros(size, np.uint8) + 0x7)  # too short for a whole word
+    assert isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and len(ev) == 0

@@ -29,6 +29,9 @@ py::dtype& event_dtype() {
 // Wraps the buffer's storage in a numpy array without copying; numpy frees it.
 py::array to_numpy(EventBuffer& buf) {
     const size_t n = buf.size();
+    if (n == 0) {  // the buffer may never have allocated: return a fresh empty array
+        return py::array(event_dtype(), std::vector<py::ssize_t>{0}, std::vector<py::ssize_t>{sizeof(Event)});
+    }
     Event* data = buf.release();
     py::capsule owner(data, [](void* p) { delete[] static_cast<Event*>(p); });
     return py::array(event_dtype(), {n}, {sizeof(Event)}, data, owner);
