@@ -11,8 +11,10 @@ Units, as the official loader (``82magnolia/n_imagenet``, ``data/imagenet.py`` `
 them: it stacks the four columns, casts to float and divides ``t`` by ``TIME_SCALE = 1_000_000``, so the
 stored ``t`` is **integer microseconds** (the maintainer confirms this in n_imagenet issue #1). It does
 not unwrap, shift or sort timestamps, and neither does this reader (a decrease of ``t`` is only counted,
-``t_backwards``). Integer ``t`` of any width is taken as-is; a float ``t`` is rounded to the nearest
-microsecond. Polarity: the loader maps ``{0, 1}`` / bool (OFF = 0 -> -1) and keeps ``{-1, +1}``; both
+``t_backwards``). Integer ``t`` of 64 bits is taken as-is; a narrower unsigned ``t`` (the released
+files store ``t`` as uint16) is a wrapping counter: a drop of more than half its range is a wrap and
+adds ``2**bits`` (counted in ``time_loops``). A float ``t`` is rounded to the nearest microsecond.
+Polarity: the loader maps ``{0, 1}`` / bool (OFF = 0 -> -1) and keeps ``{-1, +1}``; both
 become ``p = 1`` for values > 0 and ``p = 0`` otherwise. ``x``/``y`` may be any integer type (or
 integral floats). The sensor is the 640x480 Prophesee Gen3 (``SENSOR_W``/``SENSOR_H`` in the loader)
 unless the archive carries a ``sensor_size`` member (written by :class:`NpzWriter`) or the user passes
@@ -244,6 +246,8 @@ class NpzReader(EventReader):
         n = self.n_events
         step = max(1, READ_BLOCK // max(sum(m.dtype.itemsize for m in self.members), 1))
         self._last_t = None
+        self._wrap_prev: int | None = None
+        self._wrap_offset = 0
         try:
             with zipfile.ZipFile(self.path) as zf:
                 files = [zf.open(m.name) for m in self.members]
@@ -315,7 +319,24 @@ class NpzReader(EventReader):
                 raise EventFileError(
                     self.path, f"event {i} has a timestamp beyond int64: {t[bad[0]]}", index=i
                 )
+        if t.dtype.kind == "u" and t.dtype.itemsize <= 4:
+            return self._unwrap(t)
         return t.astype(np.int64)
+
+    def _unwrap(self, t: np.ndarray) -> np.ndarray:
+        """Narrow unsigned counters (N-ImageNet's uint16 ``t``) wrap; a drop of more than half the
+        range is a wrap and adds 2**bits, as for a camera's own timestamp counter."""
+        bits = 8 * t.dtype.itemsize
+        raw = t.astype(np.int64)
+        prev = np.concatenate([[self._wrap_prev if self._wrap_prev is not None else raw[0]], raw[:-1]])
+        wraps = (raw - prev) < -(1 << (bits - 1))
+        loops = np.cumsum(wraps, dtype=np.int64)
+        out = raw + (self._wrap_offset + (loops << bits))
+        if len(raw):
+            self._count("time_loops", int(loops[-1]))
+            self._wrap_offset += int(loops[-1]) << bits
+            self._wrap_prev = int(raw[-1])
+        return out
 
     def _convert(self, x, y, t, p, base: int) -> np.ndarray:
         x = self._coords(x, "x", base)
