@@ -56,6 +56,16 @@ def _fmt_us(t: int | None) -> str:
     return "-" if t is None else f"{t:,} us"
 
 
+def _fmt_rate(hz: float | None) -> str:
+    if hz is None:
+        return "-"
+    if hz >= 1e6:
+        return f"{hz / 1e6:.3f} M events/s"
+    if hz >= 1e3:
+        return f"{hz / 1e3:.3f} k events/s"
+    return f"{hz:.1f} events/s"
+
+
 def _print_info(s: dict) -> None:
     rows = [
         ("file", s["path"]),
@@ -64,7 +74,7 @@ def _print_info(s: dict) -> None:
         ("events", f"{s['events']:,}"),
         ("first / last t", f"{_fmt_us(s['t_first_us'])} / {_fmt_us(s['t_last_us'])}"),
         ("duration", "-" if s["duration_us"] is None else f"{s['duration_us'] / 1e6:.6f} s"),
-        ("mean rate", "-" if s["mean_rate_hz"] is None else f"{s['mean_rate_hz'] / 1e6:.3f} M events/s"),
+        ("mean rate", _fmt_rate(s["mean_rate_hz"])),
         (
             "polarity",
             "-"
