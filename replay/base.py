@@ -249,36 +249,66 @@ class EventWriter(ABC):
         self.close()
 
 
-def read_header_lines(path: str, prefix: bytes = b"%", limit: int = 1 << 20) -> tuple[list[str], int]:
-    """Reads leading text lines that start with ``prefix``; returns them and the data offset.
+def _header_line_at(head: bytes, offset: int) -> bool | None:
+    """Whether a Prophesee-style header line ("% key value", or a bare "%") starts at ``offset``;
+    None if more bytes are needed to tell."""
+    if offset + 2 > len(head):
+        return None if offset < len(head) or not head else False
+    return head[offset : offset + 1] == b"%" and head[offset + 1 : offset + 2] in (b" ", b"\n", b"\r")
 
-    Reads only as far as the header goes (in 8 KiB steps). Raises EventFileError if the header
-    runs past ``limit`` bytes or ends mid-line.
+
+def read_header_lines(path: str, limit: int = 1 << 20) -> tuple[list[str], int]:
+    """Reads a Prophesee-style text header; returns its lines and the offset of the binary data.
+
+    Header lines start with ``"% "`` (or are a bare ``"%"``); a ``"% end"`` line ends the header
+    explicitly, which matters when the binary data itself begins with the byte ``%``. Reads only as
+    far as the header goes, in 8 KiB steps. Raises EventFileError if the header runs past ``limit``
+    bytes or ends mid-line.
     """
     lines: list[str] = []
     offset = 0
     head = b""
+    eof = False
     with open(path, "rb") as f:
         while True:
-            if offset + len(prefix) > len(head) or (
-                head[offset : offset + len(prefix)] == prefix and head.find(b"\n", offset) < 0
-            ):
+            starts = _header_line_at(head, offset)
+            need_more = starts is None or (starts and head.find(b"\n", offset) < 0)
+            if need_more and not eof:
                 more = f.read(8192)
-                if more:
-                    head += more
-                    if len(head) > limit + 8192:
-                        raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
-                    continue
-            if head[offset : offset + len(prefix)] != prefix:
+                eof = not more
+                head += more
+                if len(head) > limit + 8192:
+                    raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
+                continue
+            if not starts:
                 break
             nl = head.find(b"\n", offset)
             if nl < 0:
                 raise EventFileError(path, "header line is not terminated (truncated header?)", offset=offset)
-            lines.append(head[offset:nl].decode("latin-1").rstrip("\r"))
+            line = head[offset:nl].decode("latin-1").rstrip("\r")
+            lines.append(line)
             offset = nl + 1
+            if line.strip() == "% end":
+                break
     if offset > limit:
         raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
     return lines, offset
+
+
+def split_header_bytes(head: bytes) -> list[str]:
+    """The Prophesee-style header lines at the start of ``head`` (for format detection)."""
+    lines = []
+    offset = 0
+    while _header_line_at(head, offset):
+        nl = head.find(b"\n", offset)
+        if nl < 0:
+            break
+        line = head[offset:nl].decode("latin-1").rstrip("\r")
+        lines.append(line)
+        offset = nl + 1
+        if line.strip() == "% end":
+            break
+    return lines
 
 
 def iter_file_blocks(path: str, offset: int, block: int = READ_BLOCK) -> Iterator[tuple[int, np.ndarray]]:

@@ -139,13 +139,10 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(b"Event Stream"):
         return "es"
     if head.startswith(b"%"):
+        from .base import split_header_bytes
         from .prophesee import parse_header, raw_encoding
 
-        lines = []
-        for line in head.split(b"\n"):
-            if not line.startswith(b"%"):
-                break
-            lines.append(line.decode("latin-1"))
+        lines = split_header_bytes(head)
         header = parse_header(lines)
         enc = raw_encoding(header)
         if enc is not None:

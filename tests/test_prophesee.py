@@ -317,3 +317,15 @@ def test_dat_time_wrap_is_unwrapped(tmp_path):
     path.write_bytes(b"% Version 2\n% Width 8\n% Height 8\n\x00\x08" + rec.tobytes())
     ev = read_events(path)
     assert ev["t"].tolist() == [2**32 - 10, 2**32 + 5]
+
+
+@pytest.mark.parametrize("terminator", [b"% end\n", b""])
+def test_binary_data_starting_with_percent_is_not_header(tmp_path, terminator):
+    """0x8025 (TIME_HIGH 0x025) stored little-endian begins with the byte '%'."""
+    words = _evt3_words(0x8025, 0x0003, 0x2004)
+    path = tmp_path / "a.raw"
+    path.write_bytes(b"% evt 3.0\n% geometry 8x8\n" + terminator + words.tobytes())
+    with open_events(path) as r:
+        ev = r.read_all()
+        assert not r.counters
+    assert ev.tolist() == [(4, 3, 0x025 << 12, 0)]
