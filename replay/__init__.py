@@ -16,9 +16,9 @@ import os
 import numpy as np
 
 from ..kernels.events import EVENT_DTYPE
-from .base import EventReader, EventWriter
+from .base import EventReader, EventWriter, preloaded_head
 from .errors import EventFileError, UnknownFormatError
-from .formats import READERS, WRITERS, detect_format, reader_class, writer_for
+from .formats import READERS, WRITERS, check_readable_file, detect_format, reader_class, writer_for
 
 __all__ = [
     "EVENT_DTYPE",
@@ -47,11 +47,13 @@ def open_events(
         sensor_size: ``(width, height)`` in pixels, overriding or supplying the file's geometry.
     """
     path = os.fspath(path)
-    fmt = format or detect_format(path)
-    cls = reader_class(fmt)
-    if fmt in ("evt2", "evt21", "evt3"):
-        return cls(path, sensor_size=sensor_size, encoding=fmt)
-    return cls(path, sensor_size=sensor_size)
+    check_readable_file(path)
+    with preloaded_head(path):  # detection and the reader share one read of the file's head
+        fmt = format or detect_format(path)
+        cls = reader_class(fmt)
+        if fmt in ("evt2", "evt21", "evt3"):
+            return cls(path, sensor_size=sensor_size, encoding=fmt)
+        return cls(path, sensor_size=sensor_size)
 
 
 def read_events(path, format: str | None = None, sensor_size=None) -> np.ndarray:

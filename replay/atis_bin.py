@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import _core
-from .base import EventReader, EventWriter, iter_file_blocks
+from .base import DecoderReader, EventWriter, iter_file_blocks
 
 NMNIST_SIZE = (34, 34)
 ATIS_SIZE = (304, 240)
 
 
-class BinReader(EventReader):
+class BinReader(DecoderReader):
     """N-MNIST / N-Caltech101 40-bit event reader, decoded in C++."""
 
     format = "bin"
@@ -32,24 +32,29 @@ class BinReader(EventReader):
             sensor_size = NMNIST_SIZE if self._max_coordinate() < 34 else ATIS_SIZE
         self._set_geometry(*sensor_size)
 
+    read_block = 5 << 20  # whole records
+    counter_keys = ("out_of_bounds", "other_words", "t_backwards")
+
     def _max_coordinate(self) -> int:
+        if self.file_size <= len(self.head):
+            blocks = [np.frombuffer(self.head, np.uint8)]
+        else:
+            blocks = (b for _, b in iter_file_blocks(self.path, 0, block=self.read_block))
         top = 0
-        for _, block in iter_file_blocks(self.path, 0, block=5 << 20):
+        for block in blocks:
             rec = block[: len(block) - len(block) % 5].reshape(-1, 5)
-            events = rec[rec[:, 1] != 240]
-            if len(events):
-                top = max(top, int(events[:, :2].max()))
+            if not len(rec):
+                continue
+            y = rec[:, 1]
+            y_top = int(y.max())
+            if y_top >= 240:  # overflow markers (y == 240) are not events
+                y = y[y != 240]
+                y_top = int(y.max()) if len(y) else 0
+            top = max(top, int(rec[:, 0].max()), y_top)
         return top
 
-    def _raw_chunks(self):
-        self.counters = {}
-        dec = _core.AtisBinDecoder(self.width, self.height)
-        for block in self._blocks(0, block=5 << 20):
-            yield dec.decode(block)
-        c = dec.counters
-        for key in ("out_of_bounds", "other_words", "t_backwards"):
-            self._count(key, c[key])
-        self._count("truncated_bytes", dec.pending_bytes)
+    def _make_decoder(self):
+        return _core.AtisBinDecoder(self.width, self.height)
 
 
 class BinWriter(EventWriter):

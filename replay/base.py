@@ -9,6 +9,8 @@ file whole unless :meth:`EventReader.read_all` is asked to.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -20,6 +22,36 @@ from .errors import EventFileError
 
 #: Bytes read from disk per decode call.
 READ_BLOCK = 4 << 20
+#: Bytes read once at open for detection and headers; files this small are read only once.
+HEAD_BYTES = 1 << 16
+
+# The head read by open_events for detection, handed to the reader it then constructs (same call,
+# same thread), so that a small file is opened and read once.
+_preloaded: contextvars.ContextVar[tuple[str, bytes, int] | None] = contextvars.ContextVar(
+    "evstream_preloaded_head", default=None
+)
+
+
+def read_head(path: str) -> tuple[bytes, int]:
+    """The first HEAD_BYTES of a file and the file's size."""
+    pre = _preloaded.get()
+    if pre is not None and pre[0] == path:
+        return pre[1], pre[2]
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+        size = os.fstat(f.fileno()).st_size
+    return head, size
+
+
+@contextlib.contextmanager
+def preloaded_head(path: str):
+    """Reads the head of ``path`` once; read_head calls inside the block reuse it."""
+    head, size = read_head(path)
+    token = _preloaded.set((path, head, size))
+    try:
+        yield head
+    finally:
+        _preloaded.reset(token)
 
 
 class EventReader(ABC):
@@ -46,6 +78,7 @@ class EventReader(ABC):
         from .formats import check_readable_file
 
         check_readable_file(self.path)
+        self.head, self.file_size = read_head(self.path)
         self.width = 0
         self.height = 0
         self._sensor_override = sensor_size
@@ -68,6 +101,11 @@ class EventReader(ABC):
     def _blocks(self, offset: int, block: int = READ_BLOCK) -> Iterator[np.ndarray]:
         """Reads the file from ``offset`` in blocks, tracking :attr:`bytes_done`."""
         self.bytes_done = offset
+        if self.file_size <= len(self.head):  # small file: already read whole
+            if offset < len(self.head):
+                self.bytes_done = len(self.head)
+                yield np.frombuffer(self.head, np.uint8, offset=offset)
+            return
         for pos, data in iter_file_blocks(self.path, offset, block):
             self.bytes_done = pos + len(data)
             yield data
@@ -172,6 +210,57 @@ class EventReader(ABC):
         return f"{type(self).__name__}({self.path!r}, format={self.format!r}, {self.width}x{self.height})"
 
 
+class DecoderReader(EventReader):
+    """A reader whose data words are decoded by one of the C++ streaming decoders.
+
+    Subclasses set :attr:`data_offset` and implement :meth:`_make_decoder`; they may transform
+    each raw block (:meth:`_prepare`) or each decoded array (:meth:`_finish_events`).
+    """
+
+    data_offset = 0
+    read_block = READ_BLOCK
+    #: decoder counters reported in :attr:`counters`
+    counter_keys = (
+        "out_of_bounds",
+        "other_words",
+        "unknown_words",
+        "before_time",
+        "t_backwards",
+        "time_loops",
+    )
+
+    @abstractmethod
+    def _make_decoder(self): ...
+
+    def _prepare(self, block: np.ndarray) -> np.ndarray:
+        return block
+
+    def _finish_events(self, events: np.ndarray) -> np.ndarray:
+        return events
+
+    def _collect(self, dec) -> None:
+        c = dec.counters
+        for key in self.counter_keys:
+            self._count(key, c[key])
+        self._count("truncated_bytes", dec.pending_bytes)
+
+    def _raw_chunks(self):
+        self.counters = {}
+        dec = self._make_decoder()
+        for block in self._blocks(self.data_offset, self.read_block):
+            yield self._finish_events(dec.decode(self._prepare(block)))
+        self._collect(dec)
+
+    def read_all(self) -> np.ndarray:
+        """Decodes the whole file into one array (no per-block arrays to concatenate)."""
+        self.counters = {}
+        dec = self._make_decoder()
+        for block in self._blocks(self.data_offset, self.read_block):
+            dec.decode_append(self._prepare(block))
+        self._collect(dec)
+        return self._finish_events(dec.take())
+
+
 class EventWriter(ABC):
     """Writes a recording chunk by chunk. Use as a context manager, or call :meth:`close`.
 
@@ -257,7 +346,7 @@ def _header_line_at(head: bytes, offset: int) -> bool | None:
     return head[offset : offset + 1] == b"%" and head[offset + 1 : offset + 2] in (b" ", b"\n", b"\r")
 
 
-def read_header_lines(path: str, limit: int = 1 << 20) -> tuple[list[str], int]:
+def read_header_lines(path: str, limit: int = 1 << 20, head: bytes | None = None) -> tuple[list[str], int]:
     """Reads a Prophesee-style text header; returns its lines and the offset of the binary data.
 
     Header lines start with ``"% "`` (or are a bare ``"%"``); a ``"% end"`` line ends the header
@@ -265,7 +354,12 @@ def read_header_lines(path: str, limit: int = 1 << 20) -> tuple[list[str], int]:
     far as the header goes, in 8 KiB steps. Raises EventFileError if the header runs past ``limit``
     bytes or ends mid-line.
     """
-    lines: list[str] = []
+    if head is not None:
+        lines = split_header_bytes(head)
+        end = _header_end(head, len(lines), whole=len(head) < HEAD_BYTES)
+        if end is not None:
+            return lines, end
+    lines = []
     offset = 0
     head = b""
     eof = False
@@ -293,6 +387,22 @@ def read_header_lines(path: str, limit: int = 1 << 20) -> tuple[list[str], int]:
     if offset > limit:
         raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
     return lines, offset
+
+
+def _header_end(head: bytes, n_lines: int, whole: bool) -> int | None:
+    """Offset after the first ``n_lines`` lines of ``head`` if the header provably ends there
+    (the next byte is data, or the last line was "% end"), else None (read more)."""
+    offset = 0
+    last = ""
+    for _ in range(n_lines):
+        nl = head.find(b"\n", offset)
+        last = head[offset:nl].decode("latin-1").rstrip("\r")
+        offset = nl + 1
+    if last.strip() == "% end":
+        return offset
+    if offset + 2 > len(head) and not whole:
+        return None
+    return offset if _header_line_at(head, offset) is False else None
 
 
 def split_header_bytes(head: bytes) -> list[str]:

@@ -11,22 +11,21 @@ applied here). Timestamps are delta-encoded from 0 us.
 from __future__ import annotations
 
 from ..kernels import _core
-from .base import EventReader
+from .base import DecoderReader
 from .errors import EventFileError
 
 MAGIC = b"Event Stream"
 _TYPES = {0: "generic", 1: "dvs", 2: "atis", 3: "display", 4: "color"}
 
 
-class EsReader(EventReader):
+class EsReader(DecoderReader):
     """Event Stream 2.x reader for DVS and ATIS streams."""
 
     format = "es"
 
     def __init__(self, path, sensor_size=None):
         super().__init__(path, sensor_size)
-        with open(self.path, "rb") as f:
-            head = f.read(20)
+        head = self.head[:20]
         if not head.startswith(MAGIC):
             raise EventFileError(
                 self.path, "not an Event Stream file (magic 'Event Stream' missing)", offset=0
@@ -52,13 +51,9 @@ class EsReader(EventReader):
         height = int.from_bytes(head[18:20], "little")
         self._set_geometry(width, height)
 
-    def _raw_chunks(self):
-        self.counters = {}
+    data_offset = 20
+    counter_keys = ("out_of_bounds", "other_words")
+
+    def _make_decoder(self):
         cls = _core.EsDvsDecoder if self.stream_type == "dvs" else _core.EsAtisDecoder
-        dec = cls(self.width, self.height)
-        for block in self._blocks(20):
-            yield dec.decode(block)
-        c = dec.counters
-        for key in ("out_of_bounds", "other_words"):
-            self._count(key, c[key])
-        self._count("truncated_bytes", dec.pending_bytes)
+        return cls(self.width, self.height)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import stat
 
 from .errors import EventFileError, UnknownFormatError
 
@@ -57,9 +58,11 @@ WRITE_EXTENSIONS = {
 
 def check_readable_file(path: str) -> None:
     """Raises the OSError a user expects for a missing path or a directory."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, "no such file", path)
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such file", path) from None
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a recording", path)
 
 
@@ -119,8 +122,9 @@ def detect_format(path: str | os.PathLike) -> str:
     """Returns the format name of a recording, from its content (and extension as a fallback)."""
     path = os.fspath(path)
     check_readable_file(path)
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
+    from .base import read_head
+
+    head, _ = read_head(path)
     ext = os.path.splitext(path)[1].lower()
     if not head:
         if ext in (".bin", ".bs2"):  # no header: an empty file is an empty recording

@@ -37,14 +37,13 @@ Files without a geometry line default to the 304x240 Gen1 ATIS (N-Cars, GEN1 aut
 from __future__ import annotations
 
 import datetime
-import os
 import re
 
 import numpy as np
 
 from ..kernels import _core
 from ..kernels.events import copy_events
-from .base import EventReader, EventWriter, read_header_lines
+from .base import DecoderReader, EventWriter, read_header_lines
 from .errors import EventFileError
 
 # system_ID (decimal) -> geometry, from Metavision's device tables.
@@ -132,7 +131,7 @@ def _evt21_legacy(header: dict[str, str]) -> bool:
     return not (sid.isdigit() and int(sid) >= 0x37)
 
 
-class RawReader(EventReader):
+class RawReader(DecoderReader):
     """Prophesee ``.raw`` reader (EVT 2.0, 2.1, 3.0), streaming, decoded in C++.
 
     Args:
@@ -143,7 +142,7 @@ class RawReader(EventReader):
 
     def __init__(self, path, sensor_size=None, encoding: str | None = None):
         super().__init__(path, sensor_size)
-        lines, self.data_offset = read_header_lines(self.path)
+        lines, self.data_offset = read_header_lines(self.path, head=self.head)
         self.header = parse_header(lines)
         enc = encoding or raw_encoding(self.header)
         if enc not in ("evt2", "evt21", "evt3"):
@@ -159,38 +158,22 @@ class RawReader(EventReader):
         except ValueError:
             raise EventFileError(self.path, f"header key {TIME_OFFSET_KEY} is not an integer") from None
 
-    def _decoder(self):
+    def _make_decoder(self):
         if self.format == "evt3":
             return _core.Evt3Decoder(self.width, self.height)
         if self.format == "evt2":
             return _core.Evt2Decoder(self.width, self.height)
         return _core.Evt21Decoder(self.width, self.height)
 
-    def _raw_chunks(self):
-        self.counters = {}
-        dec = self._decoder()
-        swap = self.format == "evt21" and _evt21_legacy(self.header)
-        for block in self._blocks(self.data_offset):
-            if swap:
-                block = _swap_halves(block)
-            events = dec.decode(block)
-            if self.time_offset:
-                events["t"] += self.time_offset
-            yield events
-        self._finish_counters(dec)
+    def _prepare(self, block):
+        if self.format == "evt21" and _evt21_legacy(self.header):
+            return _swap_halves(block)
+        return block
 
-    def _finish_counters(self, dec) -> None:
-        c = dec.counters
-        for key in (
-            "out_of_bounds",
-            "other_words",
-            "unknown_words",
-            "before_time",
-            "t_backwards",
-            "time_loops",
-        ):
-            self._count(key, c[key])
-        self._count("truncated_bytes", dec.pending_bytes)
+    def _finish_events(self, events):
+        if self.time_offset:
+            events["t"] += self.time_offset
+        return events
 
 
 def _swap_halves(block: np.ndarray) -> np.ndarray:
@@ -205,24 +188,26 @@ def _swap_halves(block: np.ndarray) -> np.ndarray:
     return out
 
 
-class DatReader(EventReader):
+class DatReader(DecoderReader):
     """Prophesee ``.dat`` CD reader (8-byte records), decoded in C++."""
 
     format = "dat"
 
     def __init__(self, path, sensor_size=None):
         super().__init__(path, sensor_size)
-        lines, offset = read_header_lines(self.path)
+        lines, offset = read_header_lines(self.path, head=self.head)
         self.header = parse_header(lines)
         version = self.header.get("Version", "2").strip()
         self.version = int(version) if version.isdigit() else 2
-        size = os.path.getsize(self.path)
         if lines:
-            if size < offset + 2:
+            if self.file_size < offset + 2:
                 raise EventFileError(self.path, "file ends inside the event type/size bytes", offset=offset)
-            with open(self.path, "rb") as f:
-                f.seek(offset)
-                ev_type, ev_size = f.read(2)
+            if offset + 2 <= len(self.head):
+                ev_type, ev_size = self.head[offset : offset + 2]
+            else:
+                with open(self.path, "rb") as f:
+                    f.seek(offset)
+                    ev_type, ev_size = f.read(2)
             if ev_size != 8:
                 raise EventFileError(
                     self.path, f"event size {ev_size} is not 8 (not a CD .dat?)", offset=offset + 1
@@ -235,16 +220,9 @@ class DatReader(EventReader):
         geom = header_geometry({k: v for k, v in self.header.items() if k in ("Width", "Height", "geometry")})
         self._set_geometry(*(geom or (304, 240)))
 
-    def _raw_chunks(self):
-        self.counters = {}
+    def _make_decoder(self):
         bits = (14, 14) if self.version >= 2 else (9, 8)
-        dec = _core.DatDecoder(self.width, self.height, *bits)
-        for block in self._blocks(self.data_offset):
-            yield dec.decode(block)
-        c = dec.counters
-        for key in ("out_of_bounds", "t_backwards", "time_loops"):
-            self._count(key, c[key])
-        self._count("truncated_bytes", dec.pending_bytes)
+        return _core.DatDecoder(self.width, self.height, *bits)
 
 
 def _header_text(fmt_line: str, width: int, height: int) -> bytes:

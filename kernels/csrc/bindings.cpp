@@ -76,26 +76,50 @@ py::dict counters_dict(const DecodeCounters& c) {
     return d;
 }
 
+// A decoder plus an accumulator, so that a whole file can be decoded into one array without
+// concatenating per-block arrays (one copy of every event saved).
+template <typename D>
+struct Decoding {
+    template <typename... Args>
+    explicit Decoding(Args... args) : dec(args...) {}
+    D dec;
+    EventBuffer acc;
+};
+
 template <typename D, typename... Args>
 void bind_decoder(py::module_& m, const char* name, const char* doc) {
-    py::class_<D>(m, name, doc)
+    using W = Decoding<D>;
+    py::class_<W>(m, name, doc)
         .def(py::init<Args...>())
         .def(
             "decode",
-            [](D& self, const py::buffer& data) {
+            [](W& self, const py::buffer& data) {
                 py::buffer_info info = bytes_arg(data, "data");
                 EventBuffer out;
                 {
                     py::gil_scoped_release release;
-                    self.decode(static_cast<const uint8_t*>(info.ptr), size_t(info.size), out);
+                    self.dec.decode(static_cast<const uint8_t*>(info.ptr), size_t(info.size), out);
                 }
                 return to_numpy(out);
             },
             py::arg("data"),
             "Decodes the next chunk of the stream (any split) and returns its events.")
-        .def_property_readonly("counters", [](const D& self) { return counters_dict(self.counters()); })
-        .def_property_readonly("pending_bytes", &D::pending_bytes,
-                               "Bytes of an incomplete trailing word held for the next chunk.");
+        .def(
+            "decode_append",
+            [](W& self, const py::buffer& data) {
+                py::buffer_info info = bytes_arg(data, "data");
+                py::gil_scoped_release release;
+                self.dec.decode(static_cast<const uint8_t*>(info.ptr), size_t(info.size), self.acc);
+            },
+            py::arg("data"),
+            "Decodes the next chunk into the decoder's own accumulator (see take()).")
+        .def(
+            "take", [](W& self) { return to_numpy(self.acc); },
+            "Returns the accumulated events as one array and empties the accumulator.")
+        .def_property_readonly("counters", [](const W& self) { return counters_dict(self.dec.counters()); })
+        .def_property_readonly(
+            "pending_bytes", [](const W& self) { return self.dec.pending_bytes(); },
+            "Bytes of an incomplete trailing word held for the next chunk.");
 }
 
 }  // namespace
