@@ -53,6 +53,8 @@ class BinReader(DecoderReader):
             top = max(top, int(rec[:, 0].max()), y_top)
         return top
 
+    bytes_per_event = 5.0
+
     def _make_decoder(self):
         return _core.AtisBinDecoder(self.width, self.height)
 

@@ -251,10 +251,14 @@ class DecoderReader(EventReader):
             yield self._finish_events(dec.decode(self._prepare(block)))
         self._collect(dec)
 
+    #: typical bytes per event, to size read_all's buffer (it grows if the guess is low)
+    bytes_per_event = 4.0
+
     def read_all(self) -> np.ndarray:
         """Decodes the whole file into one array (no per-block arrays to concatenate)."""
         self.counters = {}
         dec = self._make_decoder()
+        dec.reserve(int(max(0, self.file_size - self.data_offset) / self.bytes_per_event) + 1)
         for block in self._blocks(self.data_offset, self.read_block):
             dec.decode_append(self._prepare(block))
         self._collect(dec)

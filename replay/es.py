@@ -54,6 +54,8 @@ class EsReader(DecoderReader):
     data_offset = 20
     counter_keys = ("out_of_bounds", "other_words")
 
+    bytes_per_event = 5.0
+
     def _make_decoder(self):
         cls = _core.EsDvsDecoder if self.stream_type == "dvs" else _core.EsAtisDecoder
         return cls(self.width, self.height)

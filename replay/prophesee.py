@@ -158,6 +158,12 @@ class RawReader(DecoderReader):
         except ValueError:
             raise EventFileError(self.path, f"header key {TIME_OFFSET_KEY} is not an integer") from None
 
+    @property
+    def bytes_per_event(self) -> float:
+        # EVT 2.0: one word per event at most; EVT 3.0 and 2.1 vary (vectors), so a typical
+        # figure is used and the buffer grows when a recording is denser.
+        return {"evt2": 4.0, "evt3": 2.0, "evt21": 2.0}[self.format]
+
     def _make_decoder(self):
         if self.format == "evt3":
             return _core.Evt3Decoder(self.width, self.height)
@@ -219,6 +225,8 @@ class DatReader(DecoderReader):
         self.data_offset = offset
         geom = header_geometry({k: v for k, v in self.header.items() if k in ("Width", "Height", "geometry")})
         self._set_geometry(*(geom or (304, 240)))
+
+    bytes_per_event = 8.0
 
     def _make_decoder(self):
         bits = (14, 14) if self.version >= 2 else (9, 8)

@@ -329,3 +329,39 @@ def test_binary_data_starting_with_percent_is_not_header(tmp_path, terminator):
         ev = r.read_all()
         assert not r.counters
     assert ev.tolist() == [(4, 3, 0x025 << 12, 0)]
+
+
+def _evt3_split_check(words: np.ndarray, width: int, height: int) -> None:
+    data = words.astype("<u2").view(np.uint8)
+    assert len(data) >= 1 << 20  # the two-thread path
+    dec = _core.Evt3Decoder(width, height)
+    ev = dec.decode(data)
+    assert np.array_equal(ev, ref.evt3(data.tobytes(), width, height))
+    serial = _core.Evt3Decoder(width, height)
+    parts = [serial.decode(p) for p in np.array_split(data, 8)]  # blocks under 1 MiB: one thread
+    assert np.array_equal(np.concatenate(parts), ev)
+    assert serial.counters == dec.counters
+
+
+@pytest.mark.shared_data
+def test_evt3_two_thread_path_on_tiled_real_data_with_a_wrap():
+    words = np.frombuffer(_data(shared_file("raw_evt3/expelliarmus_evt3_sample.raw")), "<u2")
+    tiles = []
+    for k in range(4):  # shift TIME_HIGH per tile: tile 1 wraps the 24-bit counter
+        tile = words.copy()
+        high = (tile >> 12) == 0x8
+        tile[high] = 0x8000 | (((tile[high] & 0xFFF).astype(np.int64) + 1500 * k) & 0xFFF)
+        tiles.append(tile)
+    _evt3_split_check(np.concatenate(tiles), 1280, 720)
+
+
+def test_evt3_two_thread_path_on_random_words(rng):
+    n = 600_000
+    kinds = rng.choice(
+        [0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x8, 0xA, 0x1], n, p=[0.1, 0.4, 0.05, 0.1, 0.05, 0.1, 0.1, 0.05, 0.05]
+    )
+    payload = rng.integers(0, 1 << 12, n)
+    words = (kinds << 12) | payload
+    high = kinds == 0x8
+    words[high] = 0x8000 | (np.cumsum(rng.integers(0, 3, int(high.sum()))) % 4096)  # slowly rising, wrapping
+    _evt3_split_check(words, 1280, 720)

@@ -33,7 +33,7 @@ py::array to_numpy(EventBuffer& buf) {
         return py::array(event_dtype(), std::vector<py::ssize_t>{0}, std::vector<py::ssize_t>{sizeof(Event)});
     }
     Event* data = buf.release();
-    py::capsule owner(data, [](void* p) { delete[] static_cast<Event*>(p); });
+    py::capsule owner(data, [](void* p) { std::free(p); });
     return py::array(event_dtype(), {n}, {sizeof(Event)}, data, owner);
 }
 
@@ -113,6 +113,9 @@ void bind_decoder(py::module_& m, const char* name, const char* doc) {
             },
             py::arg("data"),
             "Decodes the next chunk into the decoder's own accumulator (see take()).")
+        .def(
+            "reserve", [](W& self, size_t n) { self.acc.reserve_total(n); }, py::arg("events"),
+            "Sizes the accumulator for about `events` events (a hint; it still grows).")
         .def(
             "take", [](W& self) { return to_numpy(self.acc); },
             "Returns the accumulated events as one array and empties the accumulator.")

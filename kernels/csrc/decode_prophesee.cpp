@@ -197,8 +197,95 @@ void Evt3Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
     feed_words<2>(data, n, [&](const uint8_t* d, size_t m) { run(d, m, out); });
 }
 
+// Large blocks are split at a TIME_HIGH word (near the middle) whose value differs from the
+// TIME_HIGH before it, so that the reader's time there does not depend on earlier TIME_LOWs.
+// The second half's row and vector base are recovered by scanning back from the split; a
+// 24-bit wrap inside the first half is fixed up after the join.
 void Evt3Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     const size_t words = n / 2;
+    if (n < kParallelBytes) {
+        run_serial(data, words, out);
+        return;
+    }
+    size_t split = words;
+    int32_t prev_high = -1;
+    for (size_t i = words / 2; i < words; ++i) {
+        const uint16_t v = load_u16(data + 2 * i);
+        if ((v >> 12) != 0x8) continue;
+        const int32_t h = v & 0xFFF;
+        if (prev_high >= 0 && h != prev_high) {
+            split = i;
+            break;
+        }
+        prev_high = h;
+    }
+    if (split == words) {
+        run_serial(data, words, out);
+        return;
+    }
+    Evt3Decoder second(width_, height_);
+    const int64_t seed_loop = loop_;
+    second.loop_ = loop_;
+    second.time_high_ = (int64_t(prev_high) << 12) + loop_;
+    second.t_ = second.time_high_;
+    second.y_ = y_;
+    for (size_t i = split; i-- > 0;) {
+        const uint16_t v = load_u16(data + 2 * i);
+        if ((v >> 12) == 0x0) {
+            second.y_ = v & 0x7FF;
+            break;
+        }
+    }
+    uint32_t advance = 0;
+    second.base_x_ = base_x_;
+    second.base_p_ = base_p_;
+    bool found_base = false;
+    for (size_t i = split; i-- > 0;) {
+        const uint16_t v = load_u16(data + 2 * i);
+        const uint32_t type = v >> 12;
+        if (type == 0x4) advance += 12;
+        if (type == 0x5) advance += 8;
+        if (type == 0x3) {
+            second.base_x_ = (v & 0x7FF) + advance;
+            second.base_p_ = uint8_t((v >> 11) & 1);
+            found_base = true;
+            break;
+        }
+    }
+    if (!found_base) second.base_x_ = base_x_ + advance;
+    EventBuffer tail;
+    std::thread worker([&] { second.run_serial(data + 2 * split, words - split, tail); });
+    const size_t before = out.size();
+    run_serial(data, split, out);
+    const int64_t last_first = last_t_;
+    const bool first_emitted = out.size() > before;
+    worker.join();
+    const size_t k2 = tail.size();
+    Event* w = tail.data();
+    const int64_t delta = loop_ - seed_loop;
+    if (delta) {
+        for (size_t i = 0; i < k2; ++i) w[i].t += delta;
+        second.time_high_ += delta;
+        second.t_ += delta;
+        second.loop_ += delta;
+        second.last_t_ += delta;
+    }
+    if (first_emitted && k2 && w[0].t < last_first) ++c_.t_backwards;
+    if (k2) {
+        std::memcpy(out.reserve_more(k2), w, k2 * sizeof(Event));
+        out.commit(k2);
+        last_t_ = second.last_t_;
+    }
+    time_high_ = second.time_high_;
+    t_ = second.t_;
+    loop_ = second.loop_;
+    y_ = second.y_;
+    base_x_ = second.base_x_;
+    base_p_ = second.base_p_;
+    c_.merge(second.c_);
+}
+
+void Evt3Decoder::run_serial(const uint8_t* data, size_t words, EventBuffer& out) {
     constexpr int64_t kLoop = int64_t(1) << 24;
     constexpr size_t kBlock = 4096;  // words per block; a word emits at most 12 events
     const uint32_t wmax = width_ ? width_ : 0x10000, hmax = height_ ? height_ : 0x10000;

@@ -114,6 +114,7 @@ public:
 
 private:
     void run(const uint8_t* data, size_t n, EventBuffer& out);
+    void run_serial(const uint8_t* data, size_t words, EventBuffer& out);
     int64_t time_high_ = -1;   // unwrapped (time_high << 12); -1 until the first TIME_HIGH
     int64_t loop_ = 0;
     int64_t t_ = 0;
