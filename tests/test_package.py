@@ -98,3 +98,18 @@ def test_ruff_lint_clean():
 def test_decoders_return_empty_event_arrays(make, size):
     ev = make().decode(np.zeros(size, np.uint8) + 0x7)  # too short for a whole word
     assert isinstance(ev, np.ndarray) and ev.dtype == EVENT_DTYPE and len(ev) == 0
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"```bash\n{ci}\n```" in readme
+    assert "-c constraints.txt" in ci and "pytest" in ci
+
+
+def test_bundled_demo_sample_reads():
+    from evstream.replay import open_events
+
+    with open_events(ROOT / "tests" / "data" / "davis346_aestream.aedat4") as r:
+        assert (r.format, r.width, r.height) == ("aedat4", 346, 260)
+        assert len(r.read_all()) == 117667
