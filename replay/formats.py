@@ -157,10 +157,10 @@ def detect_format(path: str | os.PathLike) -> str:
             raise UnknownFormatError(
                 path, "RAW header names no event encoding; pass the format (evt2/evt21/evt3)"
             )
-    if ext in (".bin", ".bs2"):
-        return "bin"
     if _looks_like_text(head):
         return "txt"
+    if ext in (".bin", ".bs2"):
+        return "bin"
     if ext == ".dat":
         return "dat"
     raise UnknownFormatError(path, "unrecognised event file format (no known signature or extension)")
