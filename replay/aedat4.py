@@ -36,15 +36,16 @@ IOHeader, 256 MiB for a packet, compressed or decompressed), a corrupt or trunca
 frame, or a FlatBuffer whose offsets point outside its buffer (every offset is bounds-checked
 before it is followed). The error's ``offset`` is the file offset of the magic, the IOHeader, the
 packet header or the packet payload concerned; a position inside a (decompressed) FlatBuffer is
-given in the message. Events decoded before the damage have already been yielded (for an LZ4
-packet, possibly some of that packet's own). Events outside the sensor are dropped and counted
+given in the message. Events decoded before the damage have already been yielded (up to the
+last batch of :data:`BATCH_EVENTS`). Events outside the sensor are dropped and counted
 (``out_of_bounds``). Only the first compressed frame of a packet is read (DV writes one); bytes
 after it are ignored.
 
 Decoding is vectorised: an ``Event`` struct becomes an ``EVENT_DTYPE`` record by swapping its two
-8-byte halves (two numpy operations per packet). LZ4 packets are decompressed in 64 KiB pieces
-and their events converted piece by piece (no large short-lived buffers); :meth:`read_all`
-sizes its output from the FileDataTable when there is one (as a hint, checked).
+8-byte halves (two numpy operations per packet). Each packet is decompressed in one call (in
+files with more than 4 MiB of packets, in batches on a worker thread, a bounded number of
+batches ahead, while this thread converts earlier packets); :meth:`read_all` sizes its output
+from the FileDataTable when there is one (as a hint, checked).
 
 The writer (:class:`Aedat4Writer`) produces what DV writes: LZ4 by default, one event stream
 ``0`` named ``events``, packets of at most 16384 events, and a FileDataTable; dv-processing
@@ -56,6 +57,7 @@ from __future__ import annotations
 import os
 import struct
 import xml.etree.ElementTree as ET
+from collections import deque
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -99,8 +101,16 @@ _PACKET_HEADER = struct.Struct("<ii")
 
 
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
-#: LZ4 packets are decompressed in pieces of this many bytes.
+#: Smallest first output buffer when an LZ4 frame does not declare its size.
 _CHUNK = 1 << 16
+#: Compressed files with more packet data than this are decompressed on a worker thread.
+_THREAD_MIN_BYTES = 4 << 20
+#: They are decompressed in batches of this many payload bytes (or _BATCH_PACKETS packets), so
+#: that threads hand over work rarely ...
+_BATCH_BYTES = 1 << 17
+_BATCH_PACKETS = 64
+#: ... and at most this many batches are read ahead of the consumer (bounded memory).
+_IN_FLIGHT = 4
 
 #: Events are converted and yielded in batches of about this many: fewer numpy calls than one
 #: batch per packet, and arrays small enough (128 KiB) for malloc to recycle without page faults.
@@ -228,28 +238,38 @@ def parse_info_xml(text: str, path: str = "", offset: int | None = None) -> dict
     return streams
 
 
-def _lz4_chunks(payload, lz4_frame):
-    """Yields an LZ4 frame's decompressed bytes in pieces of 64 KiB (the last one shorter).
+def _decompress_lz4(payload, lz4_frame) -> bytes:
+    """The decompressed bytes of the LZ4 frame at the start of ``payload`` (bytes after it are
+    ignored), at most :data:`MAX_PACKET` of them.
 
-    Small pieces keep memory use flat and avoid the page faults of large short-lived buffers;
-    the total is capped at :data:`MAX_PACKET`. Bytes after the frame are ignored.
+    One call when the frame declares its size (checked against the limit first); otherwise an
+    output buffer guessed from the payload size, grown (in more calls) up to the limit.
     """
     if bytes(payload[:4]) != _LZ4_MAGIC:
         raise _Damage("not an LZ4 frame")
+    try:
+        declared = lz4_frame.get_frame_info(payload)["content_size"]
+    except RuntimeError as e:
+        raise _Damage(f"corrupt or truncated LZ4 frame ({e})") from None
+    if declared > MAX_PACKET:
+        raise _Damage(f"LZ4 frame declares {declared} bytes, more than the {MAX_PACKET}-byte limit")
+    step = declared + 1 if declared else max(_CHUNK, 4 * len(payload))
     dec = lz4_frame.LZ4FrameDecompressor()
-    total, data = 0, payload
+    parts, total, data = [], 0, payload
     try:
         while not dec.eof:
-            part = dec.decompress(data, max_length=_CHUNK)
+            part = dec.decompress(data, max_length=min(step, MAX_PACKET + 1 - total))
             data = b""
-            if not part:
+            if not part and not dec.eof:
                 raise _Damage("LZ4 frame is truncated")
             total += len(part)
             if total > MAX_PACKET:
                 raise _Damage(f"LZ4 frame decompresses to more than the {MAX_PACKET}-byte limit")
-            yield part
+            parts.append(part)
+            step = max(step, total)
     except RuntimeError as e:
         raise _Damage(f"corrupt or truncated LZ4 frame ({e})") from None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _decompress_zstd(payload, zstandard, dctx) -> bytes:
@@ -289,37 +309,41 @@ def _packet_flatbuffer(data) -> _FlatBuffer:
     return _FlatBuffer(data, 4, size)
 
 
-def _stream_events(head: bytes, chunks, n: int, size: int):
-    """Yields the ``n`` Event structs that start at byte 32 of a decompressed packet, as
-    ``_RAW_PAIR`` views of its pieces (``head``, then ``chunks``); then checks that the packet
-    is as long as its FlatBuffer size prefix ``size`` says."""
-    chunk, off, left, total = head, 32, n, len(head)
-    while left:
-        k = min((len(chunk) - off) // 16, left)
-        if k > 0:
-            yield np.frombuffer(chunk, _RAW_PAIR, count=k, offset=off)
-            left -= k
-            off += 16 * k
-            if not left:
-                break
-        piece = chunk[off:]  # the start of an event cut by the end of this piece
-        while True:
-            chunk = next(chunks, None)
-            if chunk is None:
-                raise _Damage(f"the packet ends {left} events short of the {n} it declares")
-            total += len(chunk)
-            if not piece or len(piece) + len(chunk) >= 16:
-                break
-            piece += chunk
-        off = 0
-        if piece:
-            off = 16 - len(piece)
-            yield np.frombuffer(piece + chunk[:off], _RAW_PAIR, count=1)
-            left -= 1
-    for chunk in chunks:
-        total += len(chunk)
-    if size > total - 4:
-        raise _Damage(f"FlatBuffer size prefix {size} exceeds the {total - 4} bytes that follow it")
+def _decode_packet(decompress, payload) -> tuple[str, bytes | None, int, int]:
+    """Decompresses and parses one packet: ``(identifier, data, byte offset of the first Event in
+    data, event count)``; ``data`` is None for a packet that is not ``EVTS``. Runs on a worker
+    thread for large files (it touches no reader state)."""
+    data = decompress(payload)
+    if len(data) >= 32 and data[4:28] in _EVTS_LAYOUTS:
+        # DV's (or our) layout: the events follow the 32-byte header.
+        size, n = _U32(data, 0)[0], _U32(data, 28)[0]
+        if 28 + 16 * n > size:
+            raise _Damage(f"vector of {n} x 16 bytes at FlatBuffer byte 28 lies outside its {size} bytes")
+        if size > len(data) - 4:
+            raise _Damage(f"FlatBuffer size prefix {size} exceeds the {len(data) - 4} bytes that follow it")
+        return "EVTS", data, 32, n
+    fb = _packet_flatbuffer(data)
+    ident = fb.identifier().decode("latin-1")
+    if ident != "EVTS":
+        return ident, None, 0, 0
+    start, n = fb.vector(fb.root(), 0, 16) or (0, 0)
+    return ident, data, 4 + start, n
+
+
+def _decode_batch(decompress, payloads) -> list:
+    """:func:`_decode_packet` of each payload (None stays None), on a worker thread; stops at
+    the first damaged packet, whose :class:`_Damage` ends the list."""
+    out = []
+    for payload in payloads:
+        if payload is None:
+            out.append(None)
+            continue
+        try:
+            out.append(_decode_packet(decompress, payload))
+        except _Damage as e:
+            out.append(e)
+            break
+    return out
 
 
 class Aedat4Reader(EventReader):
@@ -410,18 +434,18 @@ class Aedat4Reader(EventReader):
         size = self.streams[self.stream_id]["size"] if self.stream_id in self.streams else None
         self._set_geometry(*(size or (None, None)))
 
-    def _chunker(self):
-        """A function from a packet payload to its decompressed bytes, as an iterator of pieces."""
+    def _decompressor(self):
+        """A function from a packet payload to its decompressed bytes."""
         if self.compression in ("lz4", "lz4_high"):
             import lz4.frame
 
-            return lambda payload: _lz4_chunks(payload, lz4.frame)
+            return lambda payload: _decompress_lz4(payload, lz4.frame)
         if self.compression in ("zstd", "zstd_high"):
             import zstandard
 
             dctx = zstandard.ZstdDecompressor()
-            return lambda payload: iter((_decompress_zstd(payload, zstandard, dctx),))
-        return lambda payload: iter((payload,))
+            return lambda payload: _decompress_zstd(payload, zstandard, dctx)
+        return lambda payload: payload
 
     def packets(self):
         """Yields ``(file offset of the packet header, stream id, payload size)`` without decoding."""
@@ -465,16 +489,16 @@ class Aedat4Reader(EventReader):
                 pos = stop
 
     def _raw_chunks(self):
-        pending: list[np.ndarray] = []
+        pending: list[tuple[bytes, int, int]] = []
         have = 0
         for part in self._raw_parts():
             pending.append(part)
-            have += len(part)
+            have += part[2]
             if have >= BATCH_EVENTS:
-                yield self._to_events(pending)
+                yield self._to_events(pending, have)
                 pending, have = [], 0
         if pending:
-            yield self._to_events(pending)
+            yield self._to_events(pending, have)
 
     def read_all(self) -> np.ndarray:
         """Reads every event into one array.
@@ -485,16 +509,19 @@ class Aedat4Reader(EventReader):
         """
         hint = self._table_event_count()
         if not hint:
-            return self._to_events(list(self._raw_parts()))
+            parts = list(self._raw_parts())
+            return self._to_events(parts, sum(n for _, _, n in parts))
         conv = _Converter(self, hint)
-        rest: list[np.ndarray] = []
+        rest: list[tuple[bytes, int, int]] = []
+        have = 0
         for part in self._raw_parts():
-            if rest or conv.filled + len(part) > hint:
+            if rest or conv.filled + part[2] > hint:
                 rest.append(part)
+                have += part[2]
             else:
-                conv.add(part)
+                conv.add(*part)
         head = conv.finish()
-        return concat_events([head, self._to_events(rest)]) if rest else head
+        return concat_events([head, self._to_events(rest, have)]) if rest else head
 
     def _table_event_count(self) -> int | None:
         """Events of the selected stream that the FileDataTable lists, or None if unknown/implausible."""
@@ -504,9 +531,8 @@ class Aedat4Reader(EventReader):
         with open(self.path, "rb") as f:
             f.seek(table)
             raw = f.read(min(self.file_size - table, MAX_PACKET))
-        chunker = self._chunker()
         try:
-            data = b"".join(chunker(raw))
+            data = self._decompressor()(raw)
             fb = _packet_flatbuffer(data)
             if fb.identifier() != b"FTAB":
                 return None
@@ -535,90 +561,116 @@ class Aedat4Reader(EventReader):
         return total if 0 <= total <= self.file_size // 2 else None
 
     def _raw_parts(self):
-        """Yields the selected stream's Event structs as ``_RAW_PAIR`` views, packet by packet
-        (LZ4 packets piece by piece)."""
+        """Yields the selected stream's events packet by packet, as ``(decompressed packet,
+        byte offset of its first Event struct, event count)``."""
         self.counters = {}
-        chunker = self._chunker()
         stream_id = self.stream_id
         # Streams the XML declares as something other than events are skipped unread.
         other = {
             sid: s["type"] for sid, s in self.streams.items() if s["type"] != "EVTS" and sid != stream_id
         }
-        inner = "" if self.compression == "none" else " (in the decompressed payload)"
-        for pos, sid, _, payload in self._packets(skip=other):
-            if payload is None:
+        for pos, sid, decoded in self._decoded_packets(other):
+            if decoded is None:
                 self._count(f"skipped_packets_{other[sid].lower()}")
                 continue
-            data = None
-            try:
-                chunks = chunker(payload)
-                head = next(chunks, b"")
-                while len(head) < 32:
-                    more = next(chunks, None)
-                    if more is None:
-                        break
-                    head += more
-                if len(head) >= 32 and head[4:28] in _EVTS_LAYOUTS:
-                    # DV's (or our) layout: the events follow the header; stream them.
-                    size, n = _U32(head, 0)[0], _U32(head, 28)[0]
-                    if 28 + 16 * n > size:
-                        raise _Damage(
-                            f"vector of {n} x 16 bytes at FlatBuffer byte 28 lies outside its {size} bytes"
-                        )
-                else:
-                    data = head + b"".join(chunks)
-                    fb = _packet_flatbuffer(data)
-                    ident = fb.identifier().decode("latin-1")
-                    if ident != "EVTS":
-                        if sid == stream_id and sid in self.streams:
-                            raise _Damage(
-                                f"stream is declared as events (EVTS) but the packet holds {ident!r}"
-                            )
-                        self._count(f"skipped_packets_{ident.lower()}")
-                        continue
-                    start, n = fb.vector(fb.root(), 0, 16) or (0, 0)
-            except _Damage as e:
-                raise EventFileError(
-                    self.path, f"packet of stream {sid}{inner}: {e}", offset=pos + 8
-                ) from None
+            ident, data, off, n = decoded
+            if data is None:
+                if sid == stream_id and sid in self.streams:
+                    raise self._packet_error(
+                        pos, sid, f"stream is declared as events (EVTS) but the packet holds {ident!r}"
+                    )
+                self._count(f"skipped_packets_{ident.lower()}")
+                continue
             if stream_id is None:
                 stream_id = self.stream_id = sid
             if sid != stream_id:
                 self._count("skipped_packets_evts")
                 self._count("skipped_events", n)
                 continue
-            if data is not None:
-                if n:
-                    yield np.frombuffer(data, _RAW_PAIR, count=n, offset=4 + start)
-                continue
-            try:
-                yield from _stream_events(head, chunks, n, size)
-            except _Damage as e:
-                raise EventFileError(
-                    self.path, f"packet of stream {sid}{inner}: {e}", offset=pos + 8
-                ) from None
+            if n:
+                yield data, off, n
 
-    def _to_events(self, parts: list[np.ndarray]) -> np.ndarray:
-        """Raw Event structs (``_RAW_PAIR`` views: t, then x|y|p|padding) to checked EVENT_DTYPE."""
-        conv = _Converter(self, sum(len(part) for part in parts))
+    def _packet_error(self, pos: int, sid: int, message) -> EventFileError:
+        inner = "" if self.compression == "none" else " (in the decompressed payload)"
+        return EventFileError(self.path, f"packet of stream {sid}{inner}: {message}", offset=pos + 8)
+
+    def _decoded_packets(self, skip):
+        """Yields ``(header offset, stream id, _decode_packet result or None for skipped streams)``
+        in file order.
+
+        In large compressed files, packets are decompressed on a worker thread, at most
+        :data:`_IN_FLIGHT` ahead of the consumer (so memory stays bounded) while this thread
+        converts earlier ones. Damage is raised in file order: a packet's events are yielded
+        before the damage that follows them is reported.
+        """
+        decompress = self._decompressor()
+        packets = self._packets(skip=skip)
+        end = self.data_table_position if self.data_table_position >= 0 else self.file_size
+        if self.compression == "none" or end - self.data_offset < _THREAD_MIN_BYTES:
+            for pos, sid, _, payload in packets:
+                if payload is None:
+                    yield pos, sid, None
+                    continue
+                try:
+                    decoded = _decode_packet(decompress, payload)
+                except _Damage as e:
+                    raise self._packet_error(pos, sid, e) from None
+                yield pos, sid, decoded
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="evstream-aedat4")
+        queue: deque = deque()  # (packets of a batch, its job); packets as (offset, stream id)
+        try:
+            failure = None
+            more = True
+            while True:
+                while more and len(queue) < _IN_FLIGHT:
+                    batch, payloads, size = [], [], 0
+                    while size < _BATCH_BYTES and len(batch) < _BATCH_PACKETS:
+                        try:
+                            item = next(packets, None)
+                        except EventFileError as e:  # reported after the packets before it
+                            failure, item = e, None
+                        if item is None:
+                            more = False
+                            break
+                        pos, sid, n, payload = item
+                        batch.append((pos, sid))
+                        payloads.append(payload)
+                        size += 64 if payload is None else n
+                    if batch:
+                        queue.append((batch, pool.submit(_decode_batch, decompress, payloads)))
+                if not queue:
+                    break
+                batch, job = queue.popleft()
+                for (pos, sid), decoded in zip(batch, job.result(), strict=False):
+                    if isinstance(decoded, _Damage):
+                        raise self._packet_error(pos, sid, decoded)
+                    yield pos, sid, decoded
+            if failure is not None:
+                raise failure
+        finally:
+            for _, job in queue:
+                job.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            packets.close()
+
+    def _to_events(self, parts: list[tuple[bytes, int, int]], n: int) -> np.ndarray:
+        """Raw Event structs (see :meth:`_raw_parts`) to checked EVENT_DTYPE."""
+        conv = _Converter(self, n)
         for part in parts:
-            conv.add(part)
+            conv.add(*part)
         return conv.finish()
 
 
 def _gather(u8: np.ndarray, pos: np.ndarray, width: int, signed: bool = False) -> np.ndarray:
-    """Little-endian integers of ``width`` bytes at byte positions ``pos`` of ``u8`` (bounds-checked)."""
+    """Little-endian integers of ``width`` (4 or 8) bytes at byte positions ``pos`` of ``u8``
+    (bounds-checked), as int64."""
     if len(pos) and (int(pos.min()) < 0 or int(pos.max()) + width > len(u8)):
         raise _Damage("offset outside the buffer")
-    value = np.zeros(len(pos), np.uint64)
-    for k in range(width):
-        value |= u8[pos + k].astype(np.uint64) << np.uint64(8 * k)
-    if width == 8:
-        return value.view(np.int64)
-    value = value.astype(np.int64)
-    if signed:
-        value[value >= 1 << (8 * width - 1)] -= 1 << (8 * width)
-    return value
+    raw = u8[pos[:, None] + np.arange(width)]  # (n, width) bytes, contiguous
+    return raw.view(f"<{'i' if signed or width == 8 else 'u'}{width}").reshape(-1).astype(np.int64)
 
 
 class _Converter:
@@ -631,14 +683,16 @@ class _Converter:
     def __init__(self, reader: Aedat4Reader, n: int):
         self.reader = reader
         self.out = np.empty(n, EVENT_DTYPE)
-        self.words = self.out.view(_RAW_PAIR)
+        self.words = self.out.view(np.uint64).reshape(n, 2)
         self.filled = self.checked = 0
         self.top_x = self.top_y = self.top_p = 0
 
-    def add(self, part: np.ndarray) -> None:
-        i, j = self.filled, self.filled + len(part)
-        np.bitwise_and(part["b"], _XYP_MASK, out=self.words["a"][i:j])
-        self.words["b"][i:j] = part["a"]
+    def add(self, data, off: int, n: int) -> None:
+        i, j = self.filled, self.filled + n
+        src = np.frombuffer(data, np.uint64, count=2 * n, offset=off).reshape(n, 2)
+        dst = self.words[i:j]
+        np.bitwise_and(src[:, 1], _XYP_MASK, out=dst[:, 0])
+        dst[:, 1] = src[:, 0]
         self.filled = j
         if j - self.checked >= 1 << 15:
             self._check()

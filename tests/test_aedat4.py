@@ -567,21 +567,68 @@ def test_corrupt_and_oversized_compressed_packets(tmp_path, monkeypatch, compres
     expect_damage(path, payload_at, "limit|above")
 
 
-def test_events_cut_by_decompression_pieces(rng):
-    # LZ4 packets are decoded in 64 KiB pieces; an event cut by a piece boundary is reassembled.
+def test_lz4_packets_without_a_declared_size(rng):
+    # A frame that compresses far better than the first output buffer guess grows it; bytes
+    # after the frame are ignored; a damaged packet header is reported.
     ev = random_events(rng, 300, 64, 64, t0=10**12)
-    packet = bytes(aedat4.event_packet(ev))
-    cuts = sorted({40, 41, 57, 58, 59, 60, 200, 1000, 1001, 1017, 2222, 4000})
-    pieces = [packet[a:b] for a, b in zip([0, *cuts], [*cuts, len(packet)], strict=True)]
-    size = len(packet) - 4
-    parts = list(aedat4._stream_events(packet[:40], iter(pieces[1:]), len(ev), size))
-    raw = np.concatenate(parts)
-    np.testing.assert_array_equal(raw["a"], ev["t"])
-    np.testing.assert_array_equal(raw["b"] & 0xFFFF, ev["x"])
-    with pytest.raises(aedat4._Damage, match="events short"):
-        list(aedat4._stream_events(packet[:40], iter(pieces[1:-1]), len(ev), size))
+    packet = bytes(aedat4.event_packet(ev)) + bytes(1 << 20)
+    frame = lz4.frame.compress(packet, store_size=False)
+    assert lz4.frame.get_frame_info(frame)["content_size"] == 0 and 8 * len(frame) < len(packet)
+    assert aedat4._decompress_lz4(frame + b"trailing", lz4.frame) == packet
+    ident, data, off, n = aedat4._decode_packet(lambda payload: payload, packet)
+    assert (ident, off, n) == ("EVTS", 32, len(ev))
+    raw = np.frombuffer(data, np.uint64, count=2 * n, offset=off)
+    np.testing.assert_array_equal(raw[0::2], ev["t"])
+    with pytest.raises(aedat4._Damage, match="vector of 301"):
+        aedat4._decode_packet(lambda payload: payload, packet[:28] + struct.pack("<I", 301) + packet[32:])
     with pytest.raises(aedat4._Damage, match="size prefix"):
-        list(aedat4._stream_events(packet[:40], iter(pieces[1:]), len(ev), size + 1))
+        aedat4._decode_packet(lambda payload: payload, packet[: 32 + 16 * len(ev) - 1])
+
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Decompresses every compressed file on the worker thread, a few packets per batch."""
+    monkeypatch.setattr(aedat4, "_THREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(aedat4, "_BATCH_BYTES", 300)
+    monkeypatch.setattr(aedat4, "_IN_FLIGHT", 2)
+    monkeypatch.setattr(aedat4, "BATCH_EVENTS", 1)  # yield every packet at once
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_worker_thread_decompression(tmp_path, rng, threaded, compression):
+    import threading
+
+    ev = random_events(rng, 3000, 32, 24, t0=10**15)
+    path = tmp_path / "w.aedat4"
+    with Aedat4Writer(path, 32, 24, compression=compression, packet_events=100) as w:
+        w.write(ev)
+    np.testing.assert_array_equal(read_events(path), ev)
+    reader = Aedat4Reader(path)
+    np.testing.assert_array_equal(np.concatenate(list(reader.blocks())), ev)
+    # stopping early shuts the worker down
+    chunks = reader.chunks(500)
+    assert len(next(chunks)) == 500
+    chunks.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("evstream-aedat4")]
+    # damage is reported after the events before it, at the damaged packet
+    data = bytearray(path.read_bytes())
+    starts = [pos for pos, _, _ in reader.packets()]
+    bad = tmp_path / "bad.aedat4"
+    for at, offset, match in [
+        (starts[17] + 8, starts[17] + 8, "frame"),
+        (starts[23] + 4, starts[23], "size"),
+    ]:
+        mutated = bytearray(data)
+        mutated[at : at + 4] = b"\xff\xff\xff\x7f"
+        bad.write_bytes(bytes(mutated))
+        got = []
+        with pytest.raises(EventFileError, match=match) as info:
+            for block in Aedat4Reader(bad).blocks():
+                got.append(block)
+        assert info.value.offset == offset
+        n = 100 * starts.index(offset if offset in starts else offset - 8)
+        np.testing.assert_array_equal(np.concatenate(got), ev[:n])
+    assert not [t for t in threading.enumerate() if t.name.startswith("evstream-aedat4")]
 
 
 def test_zstd_frame_declaring_a_huge_size(tmp_path):
