@@ -36,8 +36,13 @@ public:
         return data_ + size_;
     }
     // Guarantees a total capacity of `n` events (a hint: writing beyond it still grows).
+    // An explicitly sized buffer asks for huge pages (see above); buffers grown step by step do
+    // not, since re-advising every step costs more than it saves.
     void reserve_total(size_t n) {
-        if (n > capacity_) grow_to(n);
+        if (n > capacity_) {
+            grow_to(n);
+            advise_huge();
+        }
     }
     void commit(size_t k) { size_ += k; }
 
@@ -58,11 +63,15 @@ private:
         if (!p) throw std::bad_alloc();
         data_ = static_cast<Event*>(p);
         capacity_ = capacity;
+    }
+
+    void advise_huge() {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        void* p = data_;
         constexpr uintptr_t kHuge = uintptr_t(1) << 21;
         const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-        const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + capacity * sizeof(Event)) & ~(kHuge - 1);
-        if (capacity * sizeof(Event) >= 2 * kHuge && end > begin) {
+        const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + capacity_ * sizeof(Event)) & ~(kHuge - 1);
+        if (capacity_ * sizeof(Event) >= 2 * kHuge && end > begin) {
             madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
         }
 #endif
