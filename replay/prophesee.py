@@ -189,8 +189,10 @@ def _swap_halves(block: np.ndarray) -> np.ndarray:
     is left as it is and reported by the decoder as truncated.
     """
     whole = len(block) - len(block) % 8
-    out = block.copy()
-    out[:whole] = block[:whole].view("<u4").reshape(-1, 2)[:, ::-1].reshape(-1).view(np.uint8)
+    out = np.array(block, dtype=np.uint8)  # an owned, aligned copy (views of the head may not be)
+    if whole:
+        words = out[:whole].view("<u4").reshape(-1, 2)
+        words[:] = words[:, ::-1].copy()
     return out
 
 

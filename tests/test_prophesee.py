@@ -365,3 +365,16 @@ def test_evt3_two_thread_path_on_random_words(rng):
     high = kinds == 0x8
     words[high] = 0x8000 | (np.cumsum(rng.integers(0, 3, int(high.sum()))) % 4096)  # slowly rising, wrapping
     _evt3_split_check(words, 1280, 720)
+
+
+@pytest.mark.parametrize("cut", [0, 3, 8, 13])
+def test_evt21_legacy_unaligned_and_truncated(tmp_path, cut):
+    """Data starting at an odd offset (header length) and ending mid-word (found by fuzzing)."""
+    words = np.array([(0x8 << 60) | (7 << 32), (0x1 << 60) | (64 << 43) | (9 << 32) | 0b101], "<u8")
+    legacy = words.view("<u4").reshape(-1, 2)[:, ::-1].tobytes()
+    path = tmp_path / "a.raw"
+    path.write_bytes(b"% evt 2.1\n% geometry 640x480 \n% end\n" + legacy[: 16 - cut])
+    with open_events(path) as r:
+        ev = r.read_all()
+        assert r.counters.get("truncated_bytes", 0) == (16 - cut) % 8
+    assert ev["x"].tolist() == ([] if cut else [64, 66])
