@@ -9,6 +9,7 @@
 
 #include "decoders.hpp"
 #include "encoders.hpp"
+#include "ring.hpp"
 
 namespace py = pybind11;
 using namespace evs;
@@ -125,6 +126,43 @@ void bind_decoder(py::module_& m, const char* name, const char* doc) {
             "Bytes of an incomplete trailing word held for the next chunk.");
 }
 
+// A Ring plus the memory it lives in: owned, or a Python buffer (shared memory) kept alive.
+struct PyRing {
+    struct Free {
+        void operator()(void* p) const { std::free(p); }
+    };
+    std::unique_ptr<void, Free> own;
+    py::object keep;
+    Ring ring;
+
+    PyRing(std::unique_ptr<void, Free> o, py::object k, Ring r) : own(std::move(o)), keep(std::move(k)), ring(r) {}
+};
+
+RingPolicy policy_arg(const std::string& name) {
+    if (name == "block") return RingPolicy::block;
+    if (name == "drop-newest") return RingPolicy::drop_newest;
+    if (name == "drop-oldest") return RingPolicy::drop_oldest;
+    throw std::invalid_argument("policy must be 'block', 'drop-newest' or 'drop-oldest', got '" + name + "'");
+}
+
+const char* policy_name(RingPolicy p) {
+    switch (p) {
+        case RingPolicy::block:
+            return "block";
+        case RingPolicy::drop_newest:
+            return "drop-newest";
+        default:
+            return "drop-oldest";
+    }
+}
+
+std::pair<void*, size_t> writable_arg(const py::buffer& b, const char* name) {
+    py::buffer_info info = b.request(true);
+    if (info.ndim != 1 || info.strides[0] != info.itemsize)
+        throw std::invalid_argument(std::string(name) + " must be a contiguous 1-D buffer");
+    return {info.ptr, size_t(info.size * info.itemsize)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -138,6 +176,69 @@ PYBIND11_MODULE(_core, m) {
     bind_decoder<AtisBinDecoder, uint32_t, uint32_t>(m, "AtisBinDecoder", "N-MNIST/N-Caltech101 40-bit decoder.");
     bind_decoder<EsDvsDecoder, uint32_t, uint32_t>(m, "EsDvsDecoder", "Event Stream 2.x DVS decoder.");
     bind_decoder<EsAtisDecoder, uint32_t, uint32_t>(m, "EsAtisDecoder", "Event Stream 2.x ATIS decoder.");
+
+    py::class_<PyRing>(m, "Ring", "SPSC event ring (see kernels/csrc/ring.hpp); build with new/create_in/attach.")
+        .def_static(
+            "new",
+            [](size_t capacity, const std::string& policy) {
+                if (capacity == 0) throw std::invalid_argument("capacity must be positive");
+                const size_t bytes = (Ring::bytes_for(capacity) + 63) / 64 * 64;
+                std::unique_ptr<void, PyRing::Free> mem(std::aligned_alloc(64, bytes));
+                if (!mem) throw std::bad_alloc();
+                Ring r = Ring::create(mem.get(), bytes, capacity, policy_arg(policy));
+                return std::make_unique<PyRing>(std::move(mem), py::none(), r);
+            },
+            py::arg("capacity"), py::arg("policy"))
+        .def_static(
+            "create_in",
+            [](const py::buffer& memory, size_t capacity, const std::string& policy) {
+                auto [ptr, bytes] = writable_arg(memory, "memory");
+                Ring r = Ring::create(ptr, bytes, capacity, policy_arg(policy));
+                return std::make_unique<PyRing>(nullptr, memory, r);
+            },
+            py::arg("memory"), py::arg("capacity"), py::arg("policy"))
+        .def_static(
+            "attach",
+            [](const py::buffer& memory) {
+                auto [ptr, bytes] = writable_arg(memory, "memory");
+                Ring r = Ring::attach(ptr, bytes);
+                return std::make_unique<PyRing>(nullptr, memory, r);
+            },
+            py::arg("memory"))
+        .def_static("bytes_for", &Ring::bytes_for, py::arg("capacity"))
+        .def(
+            "push",
+            [](PyRing& self, const py::array& events, double timeout) {
+                size_t n = 0;
+                const Event* ev = events_arg(events, "events", n);
+                py::gil_scoped_release release;
+                return self.ring.push(ev, n, timeout);
+            },
+            py::arg("events"), py::arg("timeout") = -1.0,
+            "Stores events; returns how many were stored (block: waits up to timeout s, < 0 forever).")
+        .def(
+            "pop",
+            [](PyRing& self, size_t max_events, double timeout) {
+                EventBuffer out;
+                Event* w = out.reserve_more(max_events);
+                size_t k;
+                {
+                    py::gil_scoped_release release;
+                    k = self.ring.pop(w, max_events, timeout);
+                }
+                out.commit(k);
+                return to_numpy(out);
+            },
+            py::arg("max_events"), py::arg("timeout") = 0.0,
+            "Returns up to max_events events, waiting up to timeout s for the first (0: no wait).")
+        .def("close", [](PyRing& self) { self.ring.close(); }, "Marks the end of the stream.")
+        .def_property_readonly("closed", [](const PyRing& self) { return self.ring.closed(); })
+        .def_property_readonly("capacity", [](const PyRing& self) { return self.ring.capacity(); })
+        .def_property_readonly("policy", [](const PyRing& self) { return policy_name(self.ring.policy()); })
+        .def("__len__", [](const PyRing& self) { return self.ring.size(); })
+        .def_property_readonly("offered", [](const PyRing& self) { return self.ring.offered(); })
+        .def_property_readonly("dropped", [](const PyRing& self) { return self.ring.dropped(); })
+        .def_property_readonly("popped", [](const PyRing& self) { return self.ring.popped(); });
 
     py::class_<Evt2Encoder>(m, "Evt2Encoder", "Prophesee EVT 2.0 encoder (stateful across chunks).")
         .def(py::init<>())
