@@ -124,6 +124,128 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'max', got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"speed must be positive, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def cmd_run(args) -> int:
+    import logging
+
+    from .pipeline import Pipeline, RunConfig, write_jsonl
+    from .sources import open_source
+    from .windows import CountWindowSpec, TimeWindowSpec
+
+    logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
+    if args.window_events:
+        window = CountWindowSpec(args.window_events, args.stride_events)
+    else:
+        window = TimeWindowSpec(args.window_us, args.stride_us)
+    source = open_source(
+        args.source,
+        speed=args.speed,
+        loop=args.loop,
+        zmq_pattern=args.zmq,
+        follow=args.follow,
+        sensor_size=args.sensor,
+        format=args.format,
+    )
+    sinks = []
+    if args.predictions:
+        sinks.append(write_jsonl(args.predictions))
+    if args.publish:
+        sinks.append(_result_publisher(args.publish))
+    status = None
+    if not args.quiet and sys.stderr.isatty():
+
+        def status(line: str) -> None:
+            print("\r" + line + " " * 8, end="", file=sys.stderr, flush=True)
+
+    config = RunConfig(
+        window=window, ring_capacity=args.ring, policy=args.policy, max_seconds=args.max_seconds
+    )
+    pipeline = Pipeline(
+        source, config, on_window=(lambda r: [s(r) for s in sinks]) if sinks else None, on_status=status
+    )
+    try:
+        summary = pipeline.run()
+    finally:
+        for s in sinks:
+            s.close()
+    if status:
+        print(file=sys.stderr)
+    result = summary.to_dict()
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(result, f, indent=2)
+    if not args.quiet:
+        p50 = result["latency_ms_p50"]
+        print(
+            f"{source.description}: {result['events_processed']:,} events in {result['windows']:,} windows, "
+            f"{result['events_dropped']:,} dropped, {result['wall_s']:.2f} s"
+            + (
+                f", window latency p50 {p50:.3f} ms, p99 {result['latency_ms_p99']:.3f} ms"
+                if p50 is not None
+                else ""
+            )
+        )
+    if summary.error == "interrupted":
+        return 130
+    if summary.error:
+        print(f"evstream run: error: {summary.error}", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    return 0
+
+
+def _result_publisher(url: str):
+    import zmq
+
+    from .publish import bind_warning
+
+    if warning := bind_warning(url):
+        print(f"evstream run: warning: {warning}", file=sys.stderr)
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.bind(url)
+
+    def sink(result: dict) -> None:
+        sock.send_string(json.dumps(result))
+
+    sink.close = lambda: sock.close(linger=500)
+    return sink
+
+
+def cmd_publish(args) -> int:
+    from .publish import bind_warning, publish
+    from .sources import FileSource
+
+    if warning := bind_warning(args.to):
+        print(f"evstream publish: warning: {warning}", file=sys.stderr)
+    source = FileSource(
+        args.file, speed=args.speed, loop=args.loop, format=args.format, sensor_size=args.sensor
+    )
+    result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay)
+    if not args.quiet:
+        print(f"published {result['events']:,} events in {result['messages']:,} messages to {args.to}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
 
@@ -167,6 +289,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "run",
+        help="run the streaming loop on a recording or a live stream",
+        description="Streams events from SOURCE through a ring buffer into sliding windows and an "
+        "incrementally updated event representation, with a live status line, per-window results and "
+        "a summary. (Models arrive in later versions; the loop and its interface are final.)",
+    )
+    p.add_argument(
+        "--source", required=True, help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH"
+    )
+    p.add_argument(
+        "--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 0.1 slower, 'max' (default 1)"
+    )
+    p.add_argument("--loop", action="store_true", help="replay the recording again and again")
+    p.add_argument(
+        "--window-us", type=_positive_int, default=10_000, help="time window length in us (default 10000)"
+    )
+    p.add_argument("--stride-us", type=_positive_int, help="time window stride in us (default: the length)")
+    p.add_argument(
+        "--window-events", type=_positive_int, help="count windows of N events instead of time windows"
+    )
+    p.add_argument(
+        "--stride-events", type=_positive_int, help="count window stride (default: the window size)"
+    )
+    p.add_argument(
+        "--zmq", choices=["sub", "pull"], default="sub", help="ZeroMQ socket type for tcp:// and ipc://"
+    )
+    p.add_argument("--follow", action="store_true", help="keep listening after the publisher's end of stream")
+    p.add_argument("--ring", type=_positive_int, default=1 << 22, help="ring buffer capacity in events")
+    p.add_argument(
+        "--policy",
+        choices=["block", "drop-oldest", "drop-newest"],
+        help="when the ring is full (default: block for recordings, drop-oldest for live streams)",
+    )
+    p.add_argument("--predictions", metavar="FILE.jsonl", help="write one JSON line per window")
+    p.add_argument(
+        "--publish", metavar="URL", help="send per-window results on a ZeroMQ PUB socket bound to URL"
+    )
+    p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "publish",
+        help="replay a recording onto ZeroMQ (for 'evstream run --source tcp://...')",
+        description="Sends the events of FILE in evstream's wire format (see README) on a ZeroMQ socket "
+        "bound to --to, paced by the recording's timestamps, then an end-of-stream message.",
+    )
+    p.add_argument("file", help="event recording")
+    p.add_argument(
+        "--to", default="tcp://127.0.0.1:5555", help="address to bind (default tcp://127.0.0.1:5555)"
+    )
+    p.add_argument("--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 'max' (default 1)")
+    p.add_argument("--loop", action="store_true", help="replay again and again")
+    p.add_argument("--zmq", choices=["pub", "push"], default="pub", help="socket type (default pub)")
+    p.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before sending")
+    p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 
@@ -185,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     except EventFileError as exc:
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
-    except ValueError as exc:  # invalid values for the chosen format (sensor too large, ...)
+    except (ValueError, TimeoutError, NotImplementedError) as exc:  # bad values, no publisher, ...
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:

@@ -111,7 +111,17 @@ class EventRing:
     def pop(self, max_events: int, timeout: float = 0.0) -> np.ndarray:
         """Returns up to ``max_events`` events (oldest first), waiting up to ``timeout`` seconds
         for the first one. An empty array means a timeout, or a closed and drained ring."""
+        return self._ring.pop(int(max_events), float(timeout))[0]
+
+    def pop_indexed(self, max_events: int, timeout: float = 0.0) -> tuple[np.ndarray, int]:
+        """Like :meth:`pop`, also returning the stream index of the first event (the number of
+        events stored before it), which matches :attr:`stored` as seen by the producer."""
         return self._ring.pop(int(max_events), float(timeout))
+
+    @property
+    def stored(self) -> int:
+        """Events stored so far by the producer."""
+        return self._ring.stored
 
     def close(self) -> None:
         """Marks the end of the stream: pop() returns what is left, then empty arrays."""

@@ -222,15 +222,18 @@ PYBIND11_MODULE(_core, m) {
                 EventBuffer out;
                 Event* w = out.reserve_more(max_events);
                 size_t k;
+                uint64_t first = 0;
                 {
                     py::gil_scoped_release release;
-                    k = self.ring.pop(w, max_events, timeout);
+                    k = self.ring.pop(w, max_events, timeout, nullptr, &first);
                 }
                 out.commit(k);
-                return to_numpy(out);
+                return py::make_tuple(to_numpy(out), first);
             },
             py::arg("max_events"), py::arg("timeout") = 0.0,
-            "Returns up to max_events events, waiting up to timeout s for the first (0: no wait).")
+            "Returns (events, stream index of the first), waiting up to timeout s for the first event.")
+        .def_property_readonly("stored", [](const PyRing& self) { return self.ring.stored(); },
+                               "Events stored so far (the stream index of the next one).")
         .def("close", [](PyRing& self) { self.ring.close(); }, "Marks the end of the stream.")
         .def_property_readonly("closed", [](const PyRing& self) { return self.ring.closed(); })
         .def_property_readonly("capacity", [](const PyRing& self) { return self.ring.capacity(); })

@@ -123,7 +123,8 @@ size_t Ring::push(const Event* ev, size_t n, double timeout_s, const std::atomic
     return done;
 }
 
-size_t Ring::pop(Event* out, size_t max, double timeout_s, const std::atomic<bool>* cancel) {
+size_t Ring::pop(Event* out, size_t max, double timeout_s, const std::atomic<bool>* cancel,
+                 uint64_t* first_index) {
     if (max == 0) return 0;
     const auto deadline = deadline_for(timeout_s);
     Backoff backoff;
@@ -137,6 +138,7 @@ size_t Ring::pop(Event* out, size_t max, double timeout_s, const std::atomic<boo
             // overwriting what we copied): then discard the copy and start again.
             if (h_->tail.compare_exchange_strong(tail, tail + k, std::memory_order_acq_rel)) {
                 h_->popped.fetch_add(k, std::memory_order_relaxed);
+                if (first_index) *first_index = tail;
                 return k;
             }
             continue;

@@ -55,7 +55,11 @@ public:
     size_t push(const Event* ev, size_t n, double timeout_s, const std::atomic<bool>* cancel = nullptr);
     // Pops up to `max` events into `out`; waits up to `timeout_s` for at least one event
     // (0: no wait). Returns how many were popped (0 on timeout, or when closed and empty).
-    size_t pop(Event* out, size_t max, double timeout_s, const std::atomic<bool>* cancel = nullptr);
+    // `first_index`, if given, receives the stream index (count of events stored before) of the
+    // first popped event, so a consumer can match events with the producer's records.
+    size_t pop(Event* out, size_t max, double timeout_s, const std::atomic<bool>* cancel = nullptr,
+               uint64_t* first_index = nullptr);
+    uint64_t stored() const { return h_->head.load(std::memory_order_acquire); }
 
     void close() { h_->closed.store(1, std::memory_order_release); }
     bool closed() const { return h_->closed.load(std::memory_order_acquire) != 0; }

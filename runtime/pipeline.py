@@ -1,0 +1,234 @@
+"""The streaming loop behind ``evstream run``: source -> ring -> windows -> representation -> sinks.
+
+A producer thread moves the source's batches into the ring (block for recordings, drop-oldest
+for live sources: every dropped event is counted). The consumer (the calling thread) pops,
+slides the windows and updates the representation incrementally from the entering and leaving
+events. Until the model issues land the representation is the pipeline's output: an event
+histogram per polarity, updated by +enter/-leave.
+
+Latency of a window: from the arrival of its newest event (the moment the source handed it
+over) to the moment the window's result is ready.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ring import EventRing
+from .sources import Source
+from .windows import CountWindows, CountWindowSpec, TimeWindows, TimeWindowSpec
+
+
+@dataclass
+class RunConfig:
+    """Options of one run (the CLI only fills this in)."""
+
+    window: CountWindowSpec | TimeWindowSpec = field(default_factory=lambda: TimeWindowSpec(10_000))
+    ring_capacity: int = 1 << 22
+    policy: str | None = None  # None: block for recordings, drop-oldest for live sources
+    pop_events: int = 1 << 16
+    max_seconds: float | None = None
+
+
+class Histogram:
+    """Event histogram ``(2, H, W)`` (polarity, row, column), updated incrementally."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.counts = np.zeros(2 * height * width, np.int32)
+
+    def _index(self, ev: np.ndarray) -> np.ndarray:
+        return (ev["p"].astype(np.intp) * self.height + ev["y"]) * self.width + ev["x"]
+
+    def update(self, enter: np.ndarray, leave: np.ndarray) -> None:
+        if len(enter):
+            np.add.at(self.counts, self._index(enter), 1)
+        if len(leave):
+            np.subtract.at(self.counts, self._index(leave), 1)
+
+    def image(self) -> np.ndarray:
+        return self.counts.reshape(2, self.height, self.width)
+
+
+@dataclass
+class Summary:
+    """What a run did; ``to_dict`` is the ``--summary-json`` content."""
+
+    source: str
+    events_in: int = 0
+    events_processed: int = 0
+    events_dropped: int = 0
+    windows: int = 0
+    latencies_ms: list = field(default_factory=list)
+    wall_s: float = 0.0
+    source_stats: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        lat = np.asarray(self.latencies_ms, float)
+        pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: None)
+        return {
+            "source": self.source,
+            "events_in": self.events_in,
+            "events_processed": self.events_processed,
+            "events_dropped": self.events_dropped,
+            "windows": self.windows,
+            "latency_ms_p50": pct(50),
+            "latency_ms_p90": pct(90),
+            "latency_ms_p99": pct(99),
+            "latency_ms_max": float(lat.max()) if len(lat) else None,
+            "wall_s": self.wall_s,
+            "events_per_s": self.events_processed / self.wall_s if self.wall_s else None,
+            "source_stats": self.source_stats,
+            "error": self.error,
+        }
+
+
+class Pipeline:
+    """Runs a source through the loop; ``on_window(result)`` is called for every window."""
+
+    def __init__(self, source: Source, config: RunConfig, on_window=None, on_status=None):
+        self.source, self.config = source, config
+        self.on_window, self.on_status = on_window, on_status
+        policy = config.policy or ("drop-oldest" if source.live else "block")
+        self.ring = EventRing(config.ring_capacity, policy)
+        self._arrivals: deque = deque()  # (ring index of a batch's first event, arrival time)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+
+    def _produce(self) -> None:
+        block = self.ring.policy == "block"
+        try:
+            for batch in self.source.batches():
+                # Recorded before the push, so the consumer always finds it: events stored from
+                # this index on arrived at this time.
+                self._arrivals.append((self.ring.stored, time.perf_counter()))
+                rest = batch
+                while len(rest) and not self._stop.is_set():
+                    stored = self.ring.push(rest, timeout=0.1 if block else None)
+                    if not block:
+                        break
+                    rest = rest[stored:]  # block: retry what did not fit before the timeout
+                if self._stop.is_set():
+                    break
+        except BaseException as exc:  # reported by run(); the consumer must not hang
+            self._error = exc
+        finally:
+            self.ring.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.source.stop()
+
+    def run(self) -> Summary:
+        cfg = self.config
+        summary = Summary(self.source.description)
+        windows = (
+            CountWindows(cfg.window) if isinstance(cfg.window, CountWindowSpec) else TimeWindows(cfg.window)
+        )
+        hist = Histogram(self.source.width, self.source.height)
+        producer = threading.Thread(target=self._produce, name="evstream-source", daemon=True)
+        start = time.perf_counter()
+        producer.start()
+        self._popped: deque = deque()  # (window index of a batch's first event, ring index, count)
+        seen = 0
+        last_status = start
+        try:
+            while True:
+                if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                    break
+                batch, first = self.ring.pop_indexed(cfg.pop_events, timeout=0.05)
+                if not len(batch):
+                    if self.ring.closed and not len(self.ring):
+                        break
+                    continue
+                self._popped.append((seen, first, len(batch)))
+                seen += len(batch)
+                summary.events_processed += len(batch)
+                for step in windows.push(batch):
+                    self._finish_window(step, hist, summary)
+                now = time.perf_counter()
+                if self.on_status and now - last_status >= 0.25:
+                    last_status = now
+                    self.on_status(self._status(summary, now - start))
+            for step in windows.flush():
+                self._finish_window(step, hist, summary)
+        except KeyboardInterrupt:
+            summary.error = "interrupted"
+        finally:
+            self.stop()
+            producer.join(timeout=5)
+            self.source.close()
+        if self._error is not None and summary.error is None:
+            summary.error = f"{type(self._error).__name__}: {self._error}"
+        st = self.ring.stats()
+        summary.events_in = st.offered
+        summary.events_dropped = st.dropped
+        summary.wall_s = time.perf_counter() - start
+        summary.source_stats = self.source.stats()
+        summary.events_dropped += int(summary.source_stats.get("gap_events", 0))
+        return summary
+
+    def _arrival_of(self, window_index: int) -> float | None:
+        """Arrival time of the event the windows numbered ``window_index`` (the popped batches
+        map it to its ring index, the producer's records map that to its push)."""
+        while len(self._popped) > 1 and self._popped[0][0] + self._popped[0][2] <= window_index:
+            self._popped.popleft()
+        if not self._popped:
+            return None
+        w0, ring0, _ = self._popped[0]
+        ring_index = ring0 + (window_index - w0)
+        while len(self._arrivals) > 1 and self._arrivals[1][0] <= ring_index:
+            self._arrivals.popleft()
+        if self._arrivals and self._arrivals[0][0] <= ring_index:
+            return self._arrivals[0][1]
+        return None
+
+    def _finish_window(self, step, hist: Histogram, summary: Summary) -> None:
+        hist.update(step.enter, step.leave)
+        done = time.perf_counter()
+        latency = None
+        if step.last_index >= 0:
+            arrival = self._arrival_of(step.last_index)
+            if arrival is not None:
+                latency = (done - arrival) * 1e3
+                summary.latencies_ms.append(latency)
+        summary.windows += 1
+        if self.on_window:
+            self.on_window(
+                {
+                    "window": step.index,
+                    "t_start_us": step.t_start_us,
+                    "t_end_us": step.t_end_us,
+                    "events": len(step.window),
+                    "entered": len(step.enter),
+                    "left": len(step.leave),
+                    "latency_ms": latency,
+                    "representation": {"kind": "histogram", "total": int(len(step.window))},
+                }
+            )
+
+    def _status(self, s: Summary, elapsed: float) -> str:
+        lat = f"{np.percentile(s.latencies_ms[-200:], 50):.2f} ms" if s.latencies_ms else "-"
+        st = self.ring.stats()
+        return (
+            f"{s.events_processed / max(elapsed, 1e-9) / 1e6:7.2f} M ev/s | windows {s.windows} | "
+            f"dropped {st.dropped} | latency p50 {lat}"
+        )
+
+
+def write_jsonl(path):
+    """A window callback writing one JSON line per window."""
+    f = open(path, "w")
+
+    def sink(result: dict) -> None:
+        f.write(json.dumps(result) + "\n")
+
+    sink.close = f.close
+    return sink
