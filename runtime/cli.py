@@ -166,6 +166,7 @@ def cmd_run(args) -> int:
         follow=args.follow,
         sensor_size=args.sensor,
         format=args.format,
+        connect_timeout_s=args.connect_timeout,
     )
     sinks = []
     if args.predictions:
@@ -318,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--zmq", choices=["sub", "pull"], default="sub", help="ZeroMQ socket type for tcp:// and ipc://"
     )
     p.add_argument("--follow", action="store_true", help="keep listening after the publisher's end of stream")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the first ZeroMQ message (default 10)",
+    )
     p.add_argument("--ring", type=_positive_int, default=1 << 22, help="ring buffer capacity in events")
     p.add_argument(
         "--policy",

@@ -166,7 +166,11 @@ class ZmqSource(Source):
         self._stream = None
         self._expect = 0
         # The sensor size arrives with the first message.
-        self._first = self._receive_first(first_message_timeout_s)
+        try:
+            self._first = self._receive_first(first_message_timeout_s)
+        except BaseException:
+            self._sock.close(linger=0)
+            raise
 
     def _recv(self, timeout_s: float):
         import zmq
@@ -260,10 +264,11 @@ def open_source(
     follow: bool = False,
     sensor_size=None,
     format: str | None = None,
+    connect_timeout_s: float = 10.0,
 ) -> Source:
     """A source from a ``--source`` value: a file path, ``tcp://…`` or ``ipc://…``."""
     if spec.startswith(("tcp://", "ipc://", "inproc://")):
-        return ZmqSource(spec, pattern=zmq_pattern, follow=follow)
+        return ZmqSource(spec, pattern=zmq_pattern, follow=follow, first_message_timeout_s=connect_timeout_s)
     if spec.startswith(("camera:", "video:")):
         raise NotImplementedError(
             f"{spec}: camera and video sources (the event emulator) are not implemented yet"

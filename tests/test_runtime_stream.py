@@ -1,0 +1,228 @@
+"""Wire format validation, sources, the pipeline and evstream run / publish on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import random_events
+from evstream.kernels.events import EVENT_DTYPE
+from evstream.replay import write_events
+from evstream.runtime import wire
+from evstream.runtime.cli import main
+from evstream.runtime.pipeline import Pipeline, RunConfig
+from evstream.runtime.sources import FileSource
+from evstream.runtime.windows import CountWindowSpec, TimeWindowSpec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def recording(tmp_path, rng):
+    ev = random_events(rng, 20_000, 64, 48, t0=1000, max_dt=10)
+    path = tmp_path / "rec.raw"
+    write_events(path, ev, 64, 48)
+    return path, ev
+
+
+# --------------------------------------------------------------------------- wire format
+def test_wire_roundtrip_and_foreign_layout(rng):
+    ev = random_events(rng, 100, 64, 48)
+    msg = wire.decode([bytes(f) for f in wire.encode_events(ev, "s1", 3, 300, 64, 48)])
+    assert (msg.kind, msg.stream, msg.seq, msg.first) == ("events", "s1", 3, 300)
+    assert np.array_equal(msg.events, ev)
+    # A producer in another language may send packed 13-byte records, big-endian t.
+    packed = np.dtype(
+        {
+            "names": ["t", "x", "y", "p"],
+            "formats": [">i8", "<u2", "<u2", "u1"],
+            "offsets": [0, 8, 10, 12],
+            "itemsize": 13,
+        }
+    )
+    raw = np.empty(len(ev), packed)
+    for f in ("x", "y", "t", "p"):
+        raw[f] = ev[f]
+    header = {
+        "proto": "evstream",
+        "version": 1,
+        "kind": "events",
+        "stream": "c",
+        "seq": 0,
+        "first": 0,
+        "count": len(ev),
+        "width": 64,
+        "height": 48,
+        "itemsize": 13,
+        "fields": [["t", ">i8", 0], ["x", "<u2", 8], ["y", "<u2", 10], ["p", "|u1", 12]],
+    }
+    msg = wire.decode([json.dumps(header).encode(), raw.tobytes()])
+    assert msg.events.dtype == EVENT_DTYPE and np.array_equal(msg.events, ev)
+
+
+def _header(**kw):
+    h = {
+        "proto": "evstream",
+        "version": 1,
+        "kind": "events",
+        "stream": "s",
+        "seq": 0,
+        "first": 0,
+        "count": 1,
+        "width": 64,
+        "height": 48,
+        "itemsize": 16,
+        "fields": [["x", "<u2", 0], ["y", "<u2", 2], ["t", "<i8", 8], ["p", "|u1", 4]],
+    }
+    h.update(kw)
+    return json.dumps(h).encode()
+
+
+@pytest.mark.parametrize(
+    "frames,message",
+    [
+        ([b"{not json", b""], "not UTF-8 JSON"),
+        ([_header(version=2), bytes(16)], "unsupported wire version"),
+        ([_header(count=2), bytes(16)], "payload has 16 bytes"),
+        ([_header(count=1 << 40), b""], "'count' must be an integer"),
+        ([_header(kind="frames"), bytes(16)], "unknown message kind"),
+        ([_header(fields=[["x", "<f4", 0]]), bytes(16)], "four fields"),
+        (
+            [
+                _header(fields=[["x", "<u2", 15], ["y", "<u2", 2], ["t", "<i8", 8], ["p", "|u1", 4]]),
+                bytes(16),
+            ],
+            "does not fit",
+        ),
+        ([_header()], "expected 2 frames"),
+        ([b'{"proto": "other"}', b""], "not an evstream message"),
+    ],
+)
+def test_wire_rejects_malformed_messages(frames, message):
+    with pytest.raises(wire.WireError, match=message):
+        wire.decode(frames)
+
+
+def test_wire_drops_events_outside_the_sensor(rng):
+    ev = random_events(rng, 10, 64, 48)
+    ev["x"][3] = 64
+    msg = wire.decode([bytes(f) for f in wire.encode_events(ev, "s", 0, 0, 64, 48)])
+    assert len(msg.events) == 9 and msg.dropped_out_of_bounds == 1
+
+
+# --------------------------------------------------------------------------- sources and pipeline
+def test_file_source_paces_by_timestamps(recording):
+    path, ev = recording
+    span_s = (int(ev["t"][-1]) - int(ev["t"][0])) * 1e-6
+    src = FileSource(path, speed=0.5)
+    start = time.perf_counter()
+    got = np.concatenate(list(src.batches()))
+    elapsed = time.perf_counter() - start
+    assert np.array_equal(got, ev)
+    assert elapsed >= span_s / 0.5 * 0.9  # never faster than asked (a lower bound only)
+
+
+def test_file_source_loops_with_increasing_time(recording):
+    path, ev = recording
+    src = FileSource(path, speed=None, loop=True)
+    got = []
+    for batch in src.batches():
+        got.append(batch)
+        if sum(map(len, got)) >= 3 * len(ev):
+            src.stop()
+    t = np.concatenate(got)["t"]
+    assert len(t) >= 3 * len(ev) and np.all(np.diff(t) >= 0)
+
+
+@pytest.mark.parametrize("window", [TimeWindowSpec(1000, 500), CountWindowSpec(2000, 1000)])
+def test_pipeline_processes_every_event(recording, window):
+    path, ev = recording
+    results = []
+    summary = Pipeline(
+        FileSource(path, speed=None), RunConfig(window=window, ring_capacity=4096), on_window=results.append
+    ).run()
+    d = summary.to_dict()
+    assert d["events_in"] == d["events_processed"] == len(ev) and d["events_dropped"] == 0
+    assert d["windows"] == len(results) > 0 and d["error"] is None
+    assert all(r["latency_ms"] is None or r["latency_ms"] >= 0 for r in results)
+    assert d["latency_ms_p50"] is not None
+
+
+# --------------------------------------------------------------------------- CLI, loopback ZeroMQ
+def test_run_cli_on_a_recording(recording, tmp_path, capsys):
+    path, ev = recording
+    out, pred = tmp_path / "summary.json", tmp_path / "pred.jsonl"
+    rc = main(
+        [
+            "run",
+            "--source",
+            str(path),
+            "--speed",
+            "max",
+            "--window-us",
+            "2000",
+            "--summary-json",
+            str(out),
+            "--predictions",
+            str(pred),
+        ]
+    )
+    assert rc == 0
+    s = json.loads(out.read_text())
+    for key in (
+        "events_in",
+        "events_processed",
+        "events_dropped",
+        "windows",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "wall_s",
+    ):
+        assert key in s
+    assert s["events_processed"] == len(ev)
+    lines = pred.read_text().splitlines()
+    assert len(lines) == s["windows"] and sum(json.loads(x)["entered"] for x in lines) == len(ev)
+    assert "windows" in capsys.readouterr().out
+
+
+def test_publish_then_run_over_loopback(recording, tmp_path):
+    path, ev = recording
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    out = tmp_path / "summary.json"
+    result = {}
+
+    def run():
+        result["rc"] = main(["run", "--source", url, "--summary-json", str(out), "-q"])
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(0.3)
+    assert main(["publish", str(path), "--to", url, "--speed", "max", "--delay", "1.0", "-q"]) == 0
+    th.join(timeout=30)
+    assert result["rc"] == 0
+    s = json.loads(out.read_text())
+    assert s["events_processed"] == len(ev) and s["events_dropped"] == 0
+    assert s["source_stats"]["malformed"] == 0
+
+
+def test_run_without_publisher_fails_clearly(capsys):
+    rc = main(["run", "--source", f"tcp://127.0.0.1:{_free_port()}", "--connect-timeout", "0.3", "-q"])
+    assert rc == 1
+    assert "no evstream message" in capsys.readouterr().err
+
+
+def test_run_help_lists_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--source", "--speed", "--loop", "--summary-json", "--predictions", "--publish", "--follow"):
+        assert opt in out
