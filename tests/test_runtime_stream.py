@@ -226,3 +226,37 @@ def test_run_help_lists_options(capsys):
     out = capsys.readouterr().out
     for opt in ("--source", "--speed", "--loop", "--summary-json", "--predictions", "--publish", "--follow"):
         assert opt in out
+
+
+def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
+    import zmq
+
+    from evstream.runtime.sources import ZmqSource
+
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(url)
+    ev = random_events(rng, 300, 64, 48)
+    got = []
+
+    def send_all():
+        time.sleep(0.5)  # let the subscriber connect
+        pub.send_multipart(wire.encode_events(ev[:100], "a", 0, 0, 64, 48))
+        pub.send_multipart([b"{garbage", b"x"])  # malformed: counted, skipped
+        pub.send_multipart([_header(count=5), bytes(16)])  # size mismatch
+        pub.send_multipart(wire.encode_events(ev[100:150], "a", 2, 150, 64, 48))  # 50 events lost
+        pub.send_multipart(wire.encode_events(ev[150:300], "b", 0, 0, 64, 48))  # restarted publisher
+        pub.send_multipart(wire.encode_eos("b", 1, 150, 64, 48))
+
+    th = threading.Thread(target=send_all)
+    th.start()
+    src = ZmqSource(url, first_message_timeout_s=10)
+    for batch in src.batches():
+        got.append(batch)
+    th.join()
+    src.close()
+    pub.close(linger=0)
+    assert np.array_equal(np.concatenate(got), np.concatenate([ev[:100], ev[100:150], ev[150:300]]))
+    stats = src.stats()
+    assert stats["malformed"] == 2 and stats["gap_events"] == 50 and stats["restarts"] == 1
