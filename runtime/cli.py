@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     except EventFileError as exc:
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
-    except (ValueError, TimeoutError, NotImplementedError) as exc:  # bad values, no publisher, ...
+    except (ValueError, TimeoutError, ImportError) as exc:  # bad values, no publisher, missing SDK
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:

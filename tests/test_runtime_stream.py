@@ -260,3 +260,63 @@ def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
     assert np.array_equal(np.concatenate(got), np.concatenate([ev[:100], ev[100:150], ev[150:300]]))
     stats = src.stats()
     assert stats["malformed"] == 2 and stats["gap_events"] == 50 and stats["restarts"] == 1
+
+
+def test_metavision_without_sdk_gives_a_clear_error(capsys):
+    pytest.importorskip("numpy")
+    try:
+        import metavision_core  # noqa: F401
+
+        pytest.skip("the Metavision SDK is installed here")
+    except ImportError:
+        pass
+    assert main(["run", "--source", "metavision:", "-q"]) == 1
+    assert "Metavision SDK" in capsys.readouterr().err
+
+
+_DV_LOOPBACK = """
+import sys, threading
+import numpy as np
+import dv_processing as dv
+from evstream.kernels.events import make_events
+from evstream.runtime.sources import DvSource
+port = int(sys.argv[1])
+stream = dv.io.Stream.EventStream(0, "events", "evstream-test", (64, 48))
+writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
+src = DvSource(f"dv-net://127.0.0.1:{port}")
+assert (src.width, src.height) == (64, 48)
+rng = np.random.default_rng(1)
+n = 500
+t = 1_000_000 + np.arange(n) * 7
+ev = make_events(rng.integers(0, 64, n), rng.integers(0, 48, n), t, rng.integers(0, 2, n))
+store = dv.EventStore()
+for e in ev:
+    store.push_back(int(e["t"]), int(e["x"]), int(e["y"]), bool(e["p"]))
+writer.writeEvents(store)
+threading.Timer(10, src.stop).start()
+got = []
+for batch in src.batches():
+    got.append(batch)
+    if sum(map(len, got)) >= n:
+        src.stop()
+print("equal", np.array_equal(np.concatenate(got), ev), flush=True)
+"""
+
+
+def test_dv_network_stream_on_loopback():
+    """DvSource against dv-processing's own NetworkWriter, in a child process (dv-processing's
+    network objects can stall interpreter shutdown; the child is killed after its answer)."""
+    pytest.importorskip("dv_processing")
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DV_LOOPBACK, str(_free_port())], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert line.strip() == "equal True"
