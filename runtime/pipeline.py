@@ -41,19 +41,18 @@ class Histogram:
 
     def __init__(self, width: int, height: int):
         self.width, self.height = width, height
-        self.counts = np.zeros(2 * height * width, np.int32)
-
-    def _index(self, ev: np.ndarray) -> np.ndarray:
-        return (ev["p"].astype(np.intp) * self.height + ev["y"]) * self.width + ev["x"]
+        self.counts = np.zeros((2, height, width), np.int32)
 
     def update(self, enter: np.ndarray, leave: np.ndarray) -> None:
+        from ..kernels import _core
+
         if len(enter):
-            np.add.at(self.counts, self._index(enter), 1)
+            _core.histogram_add(self.counts, np.ascontiguousarray(enter), 1)
         if len(leave):
-            np.subtract.at(self.counts, self._index(leave), 1)
+            _core.histogram_add(self.counts, np.ascontiguousarray(leave), -1)
 
     def image(self) -> np.ndarray:
-        return self.counts.reshape(2, self.height, self.width)
+        return self.counts
 
 
 @dataclass

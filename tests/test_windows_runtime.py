@@ -99,3 +99,18 @@ def test_bad_specs():
         CountWindowSpec(0)
     with pytest.raises(ValueError):
         TimeWindowSpec(10, -1)
+
+
+def test_histogram_kernel_matches_numpy_reference():
+    from evstream.runtime.pipeline import Histogram
+
+    rng = np.random.default_rng(4)
+    ev = _stream(rng, 5000, 3)
+    ev["x"][:10] = 70  # outside the 64-wide sensor: skipped
+    h = Histogram(64, 48)
+    h.update(ev, ev[:2000])
+    inside = ev[2000:][ev[2000:]["x"] < 64]
+    ref = np.zeros((2, 48, 64), np.int64)
+    np.add.at(ref, (inside["p"], inside["y"], inside["x"]), 1)
+    assert np.array_equal(h.image(), ref)
+    assert h.image().sum() == len(inside)

@@ -9,6 +9,7 @@
 
 #include "decoders.hpp"
 #include "encoders.hpp"
+#include "histogram.hpp"
 #include "ring.hpp"
 
 namespace py = pybind11;
@@ -176,6 +177,21 @@ PYBIND11_MODULE(_core, m) {
     bind_decoder<AtisBinDecoder, uint32_t, uint32_t>(m, "AtisBinDecoder", "N-MNIST/N-Caltech101 40-bit decoder.");
     bind_decoder<EsDvsDecoder, uint32_t, uint32_t>(m, "EsDvsDecoder", "Event Stream 2.x DVS decoder.");
     bind_decoder<EsAtisDecoder, uint32_t, uint32_t>(m, "EsAtisDecoder", "Event Stream 2.x ATIS decoder.");
+
+    m.def(
+        "histogram_add",
+        [](py::array_t<int32_t, py::array::c_style> counts, const py::array& events, int32_t delta) {
+            if (counts.ndim() != 3 || counts.shape(0) != 2)
+                throw std::invalid_argument("counts must have shape (2, height, width)");
+            size_t n = 0;
+            const Event* ev = events_arg(events, "events", n);
+            const uint32_t height = uint32_t(counts.shape(1)), width = uint32_t(counts.shape(2));
+            int32_t* c = counts.mutable_data();
+            py::gil_scoped_release release;
+            return histogram_add(c, width, height, ev, n, delta);
+        },
+        py::arg("counts"), py::arg("events"), py::arg("delta"),
+        "counts[p, y, x] += delta per event (in place); returns the events skipped as outside.");
 
     py::class_<PyRing>(m, "Ring", "SPSC event ring (see kernels/csrc/ring.hpp); build with new/create_in/attach.")
         .def_static(
