@@ -24,6 +24,21 @@ def bind_warning(url: str) -> str | None:
     return f"{url} is reachable from other machines (bind to tcp://127.0.0.1:PORT to keep it local)"
 
 
+def _bind(sock, url: str, patience_s: float = 3.0) -> None:
+    """Binds, retrying briefly while a previous publisher's socket on the address closes."""
+    import zmq
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            sock.bind(url)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                raise ValueError(f"cannot bind {url}: {exc}") from None
+            time.sleep(0.05)
+
+
 def publish(
     source: FileSource,
     url: str,
@@ -45,7 +60,11 @@ def publish(
     sock = ctx.socket(zmq.PUB if pattern == "pub" else zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, 1000)
     sock.setsockopt(zmq.LINGER, 2000)
-    sock.bind(url)
+    try:
+        _bind(sock, url)
+    except BaseException:
+        sock.close(linger=0)
+        raise
     stream = wire.new_stream_id()
     seq = sent = 0
     try:

@@ -320,3 +320,82 @@ def test_dv_network_stream_on_loopback():
         proc.wait()
         proc.stdout.close()
     assert line.strip() == "equal True"
+
+
+def test_ctrl_c_ends_run_with_a_summary(recording, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path, _ = recording
+    out = tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "evstream.runtime.cli",
+            "run",
+            "--source",
+            str(path),
+            "--loop",
+            "--speed",
+            "1",
+            "--summary-json",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "windows" in stdout
+    s = json.loads(out.read_text())
+    assert s["error"] == "interrupted" and s["events_processed"] > 0
+
+
+def test_follow_survives_end_of_stream_and_a_restarted_publisher(recording, tmp_path):
+    path, ev = recording
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    out = tmp_path / "s.json"
+    result = {}
+
+    def run():
+        result["rc"] = main(
+            ["run", "--source", url, "--follow", "--max-seconds", "6", "--summary-json", str(out), "-q"]
+        )
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(0.3)
+    for _ in range(2):  # the same publisher address, twice: two sessions, each ending with EOS
+        assert main(["publish", str(path), "--to", url, "--speed", "max", "--delay", "1.0", "-q"]) == 0
+    th.join(timeout=30)
+    assert result["rc"] == 0
+    s = json.loads(out.read_text())
+    assert s["events_processed"] == 2 * len(ev)
+    assert s["source_stats"]["restarts"] == 1 and s["events_dropped"] == 0
+
+
+def test_results_published_on_zeromq(recording):
+    import zmq
+
+    path, _ = recording
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(url)
+    got = []
+
+    def listen():
+        while sub.poll(3000):
+            got.append(json.loads(sub.recv_string()))
+
+    th = threading.Thread(target=listen)
+    th.start()
+    assert main(["run", "--source", str(path), "--speed", "0.5", "--publish", url, "-q"]) == 0
+    th.join()
+    sub.close(linger=0)
+    assert got and all("window" in r and "latency_ms" in r for r in got)
