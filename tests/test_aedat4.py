@@ -555,7 +555,10 @@ def test_corrupt_and_oversized_compressed_packets(tmp_path, monkeypatch, compres
     path.write_bytes(xml_bytes + struct.pack("<ii", 0, len(cut)) + cut)
     expect_damage(path, payload_at, "truncated")
     # decompressing past the limit, with and without the size in the frame header
+    from evstream.replay import aedat4_format
+
     monkeypatch.setattr(aedat4, "MAX_PACKET", 1 << 20)
+    monkeypatch.setattr(aedat4_format, "MAX_PACKET", 1 << 20)
     big = struct.pack("<I", (2 << 20) - 4) + bytes((2 << 20) - 4)
     build(path, [(0, big)], xml, compression)
     expect_damage(path, payload_at, "declares|limit")
