@@ -27,8 +27,9 @@ from evstream.kernels.events import make_events
 from evstream.runtime import wire
 from evstream.runtime.pipeline import Pipeline, RunConfig
 from evstream.runtime.ring import EventRing
-from evstream.runtime.sources import FileSource, ZmqSource
+from evstream.runtime.sources import FileSource
 from evstream.runtime.windows import TimeWindowSpec
+from evstream.runtime.zmq_source import ZmqSource
 
 
 def _events(n: int, rate_hz: float = 5e6) -> np.ndarray:

@@ -231,7 +231,7 @@ def test_run_help_lists_options(capsys):
 def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
     import zmq
 
-    from evstream.runtime.sources import ZmqSource
+    from evstream.runtime.zmq_source import ZmqSource
 
     url = f"tcp://127.0.0.1:{_free_port()}"
     ctx = zmq.Context.instance()
@@ -279,7 +279,7 @@ import sys, threading
 import numpy as np
 import dv_processing as dv
 from evstream.kernels.events import make_events
-from evstream.runtime.sources import DvSource
+from evstream.runtime.sensor_sources import DvSource
 port = int(sys.argv[1])
 stream = dv.io.Stream.EventStream(0, "events", "evstream-test", (64, 48))
 writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
