@@ -399,3 +399,24 @@ def test_results_published_on_zeromq(recording):
     th.join()
     sub.close(linger=0)
     assert got and all("window" in r and "latency_ms" in r for r in got)
+
+
+def test_publish_then_run_over_ipc_push_pull(recording, tmp_path):
+    path, ev = recording
+    url = f"ipc://{tmp_path / 'events.sock'}"
+    out = tmp_path / "summary.json"
+    result = {}
+
+    def run():
+        result["rc"] = main(["run", "--source", url, "--zmq", "pull", "--summary-json", str(out), "-q"])
+
+    th = threading.Thread(target=run)
+    th.start()
+    assert (
+        main(["publish", str(path), "--to", url, "--zmq", "push", "--speed", "max", "--delay", "0", "-q"])
+        == 0
+    )
+    th.join(timeout=30)
+    assert result["rc"] == 0
+    s = json.loads(out.read_text())
+    assert s["events_processed"] == len(ev) and s["events_dropped"] == 0
