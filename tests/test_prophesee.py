@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import reference_decoders as ref
 from conftest import random_events, shared_file
 from evstream.kernels import _core
-from evstream.kernels.events import EVENT_DTYPE
+from evstream.kernels.events import EVENT_DTYPE, make_events
 from evstream.replay import EventFileError, open_events, read_events, write_events
 from evstream.replay.prophesee import header_geometry, parse_header
 
@@ -378,3 +378,32 @@ def test_evt21_legacy_unaligned_and_truncated(tmp_path, cut):
         ev = r.read_all()
         assert r.counters.get("truncated_bytes", 0) == (16 - cut) % 8
     assert ev["x"].tolist() == ([] if cut else [64, 66])
+
+
+def test_evt3_writer_uses_vector_words_for_runs(tmp_path):
+    """Bursts along a row (same t, y, p) are written as vectors, like a camera's output."""
+    x = np.array([5, 6, 7, 9, 16, 17, 30, 36, 40, 41, 3, 3, 200], np.uint16)
+    ev = make_events(x, [4] * 12 + [5], [1000] * 10 + [1000, 1001, 1001], [1] * 13)
+    path = tmp_path / "v.raw"
+    write_events(path, ev, 640, 480)
+    words = np.frombuffer(ref.split_header(path.read_bytes()), "<u2")
+    kinds = (words >> 12).tolist()
+    assert 0x3 in kinds and 0x4 in kinds  # VECT_BASE_X and VECT_12 used
+    assert np.array_equal(read_events(path), ev)
+    assert np.array_equal(
+        ref.evt3(path.read_bytes()[len(path.read_bytes()) - 2 * len(words) :], 640, 480), ev
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 2000))
+def test_evt3_roundtrip_with_dense_bursts(tmp_path_factory, seed, n):
+    rng = np.random.default_rng(seed)
+    # many events share a timestamp and row: exercises vector runs, gaps, duplicates and breaks
+    t = 500 + np.cumsum(rng.integers(0, 2, n))
+    y = rng.integers(0, 3, n)
+    x = np.sort(rng.integers(0, 120, n))
+    ev = make_events(x, y, t, rng.integers(0, 2, n))
+    path = tmp_path_factory.mktemp("v") / "a.raw"
+    write_events(path, ev, 640, 480)
+    assert np.array_equal(read_events(path), ev)
