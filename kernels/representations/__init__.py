@@ -1,7 +1,8 @@
 """Event representations: events in, a dense ``float32`` ``(C, H, W)`` tensor out.
 
-For now only the slow numpy reference implementations (``reference``), the oracle that faster
-kernels will be tested against; see that module for conventions, formulas and sources.
+``reference``: the slow numpy implementations, the oracle every faster kernel is tested against
+(see that module for conventions, formulas and sources). ``cpu``: numba kernels, so far for the
+histogram, binary image, event image, timestamp image and time surface (``cpu.KERNELS``).
 
 ``REPRESENTATIONS`` maps each representation's name to its function, all called as
 ``f(events, width, height, **params)``.
