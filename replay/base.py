@@ -110,6 +110,35 @@ class EventReader(ABC):
             self.bytes_done = pos + len(data)
             yield data
 
+    def _integer_column(self, v: np.ndarray, name: str, base: int) -> np.ndarray:
+        """A coordinate column as int64. Float columns must hold whole numbers (EventFileError
+        naming the event otherwise); values far outside any sensor are clipped, and then dropped
+        as out of bounds by :meth:`_events_from_columns`."""
+        if v.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(v) | (v != np.floor(v)))
+            if len(bad):
+                i = base + int(bad[0])
+                raise EventFileError(self.path, f"event {i} has non-integer {name}={v[bad[0]]}", index=i)
+            v = np.clip(v, -1, 1 << 20)
+        elif v.dtype.kind == "u" and v.dtype.itemsize == 8:
+            v = np.minimum(v, 1 << 20)
+        return v.astype(np.int64)
+
+    def _events_from_columns(self, x, y, t, p) -> np.ndarray:
+        """Event array from integer column arrays (any dtypes; ``p > 0`` is ON); events outside the
+        sensor are dropped and counted in ``out_of_bounds``."""
+        keep = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+        n_keep = int(np.count_nonzero(keep))
+        if n_keep != len(keep):
+            self._count("out_of_bounds", len(keep) - n_keep)
+            x, y, t, p = x[keep], y[keep], t[keep], p[keep]
+        ev = empty_events(len(x))
+        ev["x"] = x
+        ev["y"] = y
+        ev["t"] = t
+        ev["p"] = p > 0
+        return ev
+
     def _count(self, key: str, n: int = 1) -> None:
         if n:
             self.counters[key] = self.counters.get(key, 0) + int(n)
@@ -350,79 +379,66 @@ def _header_line_at(head: bytes, offset: int) -> bool | None:
     return head[offset : offset + 1] == b"%" and head[offset + 1 : offset + 2] in (b" ", b"\n", b"\r")
 
 
+def _scan_header(head: bytes, whole: bool) -> tuple[list[str], int, str]:
+    """Header lines at the start of ``head`` and the offset after them, with a status:
+    ``"done"`` (the header provably ends there), ``"more"`` (bytes past ``head`` are needed to
+    tell; only when ``whole`` is false) or ``"unterminated"`` (the file ends inside a line)."""
+    lines: list[str] = []
+    offset = 0
+    while True:
+        starts = _header_line_at(head, offset)
+        if starts is None or (starts and head.find(b"\n", offset) < 0):
+            if not whole:
+                return lines, offset, "more"
+            if starts is None:  # a lone last byte: data, not a header line
+                return lines, offset, "done"
+            return lines, offset, "unterminated"
+        if not starts:
+            return lines, offset, "done"
+        nl = head.find(b"\n", offset)
+        line = head[offset:nl].decode("latin-1").rstrip("\r")
+        lines.append(line)
+        offset = nl + 1
+        if line.strip() == "% end":
+            return lines, offset, "done"
+
+
 def read_header_lines(path: str, limit: int = 1 << 20, head: bytes | None = None) -> tuple[list[str], int]:
     """Reads a Prophesee-style text header; returns its lines and the offset of the binary data.
 
     Header lines start with ``"% "`` (or are a bare ``"%"``); a ``"% end"`` line ends the header
-    explicitly, which matters when the binary data itself begins with the byte ``%``. Reads only as
-    far as the header goes, in 8 KiB steps. Raises EventFileError if the header runs past ``limit``
-    bytes or ends mid-line.
+    explicitly, which matters when the binary data itself begins with the byte ``%``. ``head``, the
+    start of the file if already read, is used first; the file is read further only when the
+    header goes beyond it. Raises EventFileError if the header runs past ``limit`` bytes or ends
+    mid-line.
     """
     if head is not None:
-        lines = split_header_bytes(head)
-        end = _header_end(head, len(lines), whole=len(head) < HEAD_BYTES)
-        if end is not None:
-            return lines, end
-    lines = []
-    offset = 0
-    head = b""
-    eof = False
-    with open(path, "rb") as f:
-        while True:
-            starts = _header_line_at(head, offset)
-            need_more = starts is None or (starts and head.find(b"\n", offset) < 0)
-            if need_more and not eof:
-                more = f.read(8192)
-                eof = not more
-                head += more
-                if len(head) > limit + 8192:
+        lines, offset, status = _scan_header(head, whole=len(head) < HEAD_BYTES)
+    if head is None or status != "done":  # read (further) from the file
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            whole = len(head) < HEAD_BYTES
+            while True:
+                lines, offset, status = _scan_header(head, whole)
+                if status == "done":
+                    break
+                if status == "unterminated":
+                    raise EventFileError(
+                        path, "header line is not terminated (truncated header?)", offset=offset
+                    )
+                if len(head) > limit:
                     raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
-                continue
-            if not starts:
-                break
-            nl = head.find(b"\n", offset)
-            if nl < 0:
-                raise EventFileError(path, "header line is not terminated (truncated header?)", offset=offset)
-            line = head[offset:nl].decode("latin-1").rstrip("\r")
-            lines.append(line)
-            offset = nl + 1
-            if line.strip() == "% end":
-                break
+                more = f.read(max(len(head), 8192))
+                whole = not more
+                head += more
     if offset > limit:
         raise EventFileError(path, f"header longer than {limit} bytes", offset=offset)
     return lines, offset
 
 
-def _header_end(head: bytes, n_lines: int, whole: bool) -> int | None:
-    """Offset after the first ``n_lines`` lines of ``head`` if the header provably ends there
-    (the next byte is data, or the last line was "% end"), else None (read more)."""
-    offset = 0
-    last = ""
-    for _ in range(n_lines):
-        nl = head.find(b"\n", offset)
-        last = head[offset:nl].decode("latin-1").rstrip("\r")
-        offset = nl + 1
-    if last.strip() == "% end":
-        return offset
-    if offset + 2 > len(head) and not whole:
-        return None
-    return offset if _header_line_at(head, offset) is False else None
-
-
 def split_header_bytes(head: bytes) -> list[str]:
     """The Prophesee-style header lines at the start of ``head`` (for format detection)."""
-    lines = []
-    offset = 0
-    while _header_line_at(head, offset):
-        nl = head.find(b"\n", offset)
-        if nl < 0:
-            break
-        line = head[offset:nl].decode("latin-1").rstrip("\r")
-        lines.append(line)
-        offset = nl + 1
-        if line.strip() == "% end":
-            break
-    return lines
+    return _scan_header(head, whole=True)[0]
 
 
 def iter_file_blocks(path: str, offset: int, block: int = READ_BLOCK) -> Iterator[tuple[int, np.ndarray]]:

@@ -95,6 +95,19 @@ def writer_for(path: str, fmt: str | None = None):
     return _load(module, name), dict(kwargs), fmt
 
 
+#: leading bytes -> format (checked in order)
+_SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "hdf5"),
+    (b"PK\x03\x04", "npz"),
+    (b"PK\x05\x06", "npz"),  # an empty zip archive
+    (b"#!AER-DAT4", "aedat4"),
+    (b"#!AER-DAT3", "aedat3"),
+    (b"#!AER-DAT2", "aedat2"),
+    (b"#!AER-DAT1", "aedat2"),
+    (b"Event Stream", "es"),
+)
+
+
 def _looks_like_text(head: bytes) -> bool:
     if not head:
         return False
@@ -130,18 +143,9 @@ def detect_format(path: str | os.PathLike) -> str:
         if ext in (".bin", ".bs2"):  # no header: an empty file is an empty recording
             return "bin"
         raise EventFileError(path, "file is empty")
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "npz"
-    if head.startswith(b"#!AER-DAT4"):
-        return "aedat4"
-    if head.startswith(b"#!AER-DAT3"):
-        return "aedat3"
-    if head.startswith(b"#!AER-DAT2") or head.startswith(b"#!AER-DAT1"):
-        return "aedat2"
-    if head.startswith(b"Event Stream"):
-        return "es"
+    for magic, fmt in _SIGNATURES:
+        if head.startswith(magic):
+            return fmt
     if head.startswith(b"%"):
         from .base import split_header_bytes
         from .prophesee import parse_header, raw_encoding

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.events import empty_events
 from .base import EventReader, EventWriter
 from .errors import EventFileError
 
@@ -119,11 +118,7 @@ class Hdf5Reader(EventReader):
         if time_unit is not None and time_unit not in _TIME_SCALE:
             raise ValueError(f"time_unit must be one of {', '.join(_TIME_SCALE)}, got {time_unit!r}")
         h5py = _h5py()
-        try:
-            f = h5py.File(self.path, "r")
-        except _H5_ERRORS as exc:
-            raise EventFileError(self.path, f"not a readable HDF5 file: {exc}") from None
-        with f:
+        with self._open(h5py) as f:
             try:
                 self._inspect(h5py, f, group, time_unit)
                 geometry = _attr_geometry(f, f[self.group])
@@ -234,22 +229,11 @@ class Hdf5Reader(EventReader):
         step = self._step(xs)
         wmax = hmax = -1
         for i in range(0, self.n_events, step):
-            x = self._coords(self._read(xs, i, i + step), "x", i)
-            y = self._coords(self._read(ys, i, i + step), "y", i)
+            x = self._integer_column(self._read(xs, i, i + step), "x", i)
+            y = self._integer_column(self._read(ys, i, i + step), "y", i)
             wmax = max(wmax, int(x.max()))
             hmax = max(hmax, int(y.max()))
         return wmax + 1, hmax + 1
-
-    def _coords(self, v: np.ndarray, name: str, base: int) -> np.ndarray:
-        if v.dtype.kind == "f":
-            bad = np.flatnonzero(~np.isfinite(v) | (v != np.floor(v)))
-            if len(bad):
-                i = base + int(bad[0])
-                raise EventFileError(self.path, f"event {i} has non-integer {name}={v[bad[0]]}", index=i)
-            v = np.clip(v, -1, 1 << 20)
-        elif v.dtype.kind == "u" and v.dtype.itemsize == 8:
-            v = np.minimum(v, 1 << 20)
-        return v.astype(np.int64)
 
     def _times(self, t: np.ndarray, base: int) -> np.ndarray:
         scale = _TIME_SCALE[self.time_unit]
@@ -275,35 +259,26 @@ class Hdf5Reader(EventReader):
                 out = t * scale
         return out + self.t_offset if self.t_offset else out
 
-    def _raw_chunks(self):
-        self.counters = {}
-        h5py = _h5py()
+    def _open(self, h5py):
         try:
-            f = h5py.File(self.path, "r")
+            return h5py.File(self.path, "r")
         except _H5_ERRORS as exc:
             raise EventFileError(self.path, f"not a readable HDF5 file: {exc}") from None
-        with f:
+
+    def _raw_chunks(self):
+        self.counters = {}
+        with self._open(_h5py()) as f:
             try:
                 ds = {k: f[name] for k, name in self.datasets.items()}
                 step = self._step(ds["t"])
             except _H5_ERRORS as exc:
                 raise EventFileError(self.path, f"cannot read the HDF5 structure: {exc}") from None
             for i in range(0, self.n_events, step):
-                x = self._coords(self._read(ds["x"], i, i + step), "x", i)
-                y = self._coords(self._read(ds["y"], i, i + step), "y", i)
+                x = self._integer_column(self._read(ds["x"], i, i + step), "x", i)
+                y = self._integer_column(self._read(ds["y"], i, i + step), "y", i)
                 t = self._times(self._read(ds["t"], i, i + step), i)
                 p = self._read(ds["p"], i, i + step)
-                keep = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-                n_keep = int(np.count_nonzero(keep))
-                if n_keep != len(keep):
-                    self._count("out_of_bounds", len(keep) - n_keep)
-                    x, y, t, p = x[keep], y[keep], t[keep], p[keep]
-                ev = empty_events(len(x))
-                ev["x"] = x
-                ev["y"] = y
-                ev["t"] = t
-                ev["p"] = p > 0
-                yield ev
+                yield self._events_from_columns(x, y, t, p)
 
 
 class DsecWriter(EventWriter):

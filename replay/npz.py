@@ -49,7 +49,6 @@ import zlib
 
 import numpy as np
 
-from ..kernels.events import empty_events
 from .base import READ_BLOCK, EventReader, EventWriter
 from .errors import EventFileError
 
@@ -294,17 +293,6 @@ class NpzReader(EventReader):
             )
         return data
 
-    def _coords(self, v: np.ndarray, name: str, base: int) -> np.ndarray:
-        if v.dtype.kind == "f":
-            bad = np.flatnonzero(~np.isfinite(v) | (v != np.floor(v)))
-            if len(bad):
-                i = base + int(bad[0])
-                raise EventFileError(self.path, f"event {i} has non-integer {name}={v[bad[0]]}", index=i)
-            return v.astype(np.int64)
-        if v.dtype.kind == "u" and v.dtype.itemsize == 8:
-            return np.minimum(v, np.iinfo(np.int64).max).astype(np.int64)
-        return v.astype(np.int64)
-
     def _times(self, t: np.ndarray, base: int) -> np.ndarray:
         if t.dtype.kind == "f":
             bad = np.flatnonzero(~np.isfinite(t) | (np.abs(t) >= 2.0**63))
@@ -339,8 +327,8 @@ class NpzReader(EventReader):
         return out
 
     def _convert(self, x, y, t, p, base: int) -> np.ndarray:
-        x = self._coords(x, "x", base)
-        y = self._coords(y, "y", base)
+        x = self._integer_column(x, "x", base)
+        y = self._integer_column(y, "y", base)
         t = self._times(t, base)
         if len(t):
             back = int(np.count_nonzero(t[1:] < t[:-1]))
@@ -348,17 +336,7 @@ class NpzReader(EventReader):
                 back += 1
             self._count("t_backwards", back)
             self._last_t = int(t[-1])
-        keep = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-        n_keep = int(np.count_nonzero(keep))
-        if n_keep != len(keep):
-            self._count("out_of_bounds", len(keep) - n_keep)
-            x, y, t, p = x[keep], y[keep], t[keep], p[keep]
-        ev = empty_events(len(x))
-        ev["x"] = x
-        ev["y"] = y
-        ev["t"] = t
-        ev["p"] = p > 0
-        return ev
+        return self._events_from_columns(x, y, t, p)
 
 
 class NpzWriter(EventWriter):

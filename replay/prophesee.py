@@ -97,8 +97,7 @@ def raw_encoding(header: dict[str, str]) -> str | None:
 
 def header_geometry(header: dict[str, str]) -> tuple[int, int] | None:
     """Sensor (width, height) stated or implied by a Prophesee header, or None."""
-    fmt = header.get("format", "")
-    opts = dict(kv.split("=", 1) for kv in fmt.split(";")[1:] if "=" in kv)
+    opts = _format_options(header)
     try:
         if "width" in opts and "height" in opts:
             return int(opts["width"]), int(opts["height"])
@@ -120,10 +119,14 @@ def header_geometry(header: dict[str, str]) -> tuple[int, int] | None:
     return _GENERATION_GEOMETRY.get(gen)
 
 
+def _format_options(header: dict[str, str]) -> dict[str, str]:
+    """The ``key=value`` options of a ``% format NAME;k=v;...`` line."""
+    return dict(kv.split("=", 1) for kv in header.get("format", "").split(";")[1:] if "=" in kv)
+
+
 def _evt21_legacy(header: dict[str, str]) -> bool:
     """Byte order of EVT 2.1 words: 'legacy' (high half first) unless the header says 'little'."""
-    fmt = header.get("format", "")
-    opts = dict(kv.split("=", 1) for kv in fmt.split(";")[1:] if "=" in kv)
+    opts = _format_options(header)
     endianness = opts.get("endianness", header.get("endianness", "")).strip().lower()
     if endianness in ("legacy", "little"):
         return endianness == "legacy"
@@ -151,6 +154,7 @@ class RawReader(DecoderReader):
                 "header names no event encoding (% evt / % format); pass encoding='evt2'|'evt21'|'evt3'",
             )
         self.format = enc
+        self._legacy_words = enc == "evt21" and _evt21_legacy(self.header)
         geom = header_geometry(self.header) or (None, None)
         self._set_geometry(*geom)
         try:
@@ -172,9 +176,7 @@ class RawReader(DecoderReader):
         return _core.Evt21Decoder(self.width, self.height)
 
     def _prepare(self, block):
-        if self.format == "evt21" and _evt21_legacy(self.header):
-            return _swap_halves(block)
-        return block
+        return _swap_halves(block) if self._legacy_words else block
 
     def _finish_events(self, events):
         if self.time_offset:

@@ -37,7 +37,6 @@ import re
 
 import numpy as np
 
-from ..kernels.events import empty_events
 from .base import READ_BLOCK, EventReader, EventWriter
 from .errors import EventFileError
 
@@ -278,17 +277,7 @@ class TextReader(EventReader):
     def _raw_chunks(self):
         self.counters = {}
         for x, y, t, p in self._iter_columns():
-            keep = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-            n_keep = int(np.count_nonzero(keep))
-            if n_keep != len(keep):
-                self._count("out_of_bounds", len(keep) - n_keep)
-                x, y, t, p = x[keep], y[keep], t[keep], p[keep]
-            ev = empty_events(len(x))
-            ev["x"] = x
-            ev["y"] = y
-            ev["t"] = t
-            ev["p"] = p > 0
-            yield ev
+            yield self._events_from_columns(x, y, t, p)
 
 
 def _gather(b: np.ndarray, starts: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..kernels import _core
 from .ring import EventRing
 from .sources import Source
 from .windows import CountWindows, CountWindowSpec, TimeWindows, TimeWindowSpec
@@ -44,8 +45,6 @@ class Histogram:
         self.counts = np.zeros((2, height, width), np.int32)
 
     def update(self, enter: np.ndarray, leave: np.ndarray) -> None:
-        from ..kernels import _core
-
         if len(enter):
             _core.histogram_add(self.counts, np.ascontiguousarray(enter), 1)
         if len(leave):

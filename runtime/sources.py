@@ -90,7 +90,10 @@ class FileSource(Source):
         self.reader_counters: dict = {}
 
     def batches(self):
+        from ..kernels.events import copy_events
+
         shift = 0
+        first_t = None  # the recording's first timestamp, as stored
         while not self._stop.is_set():
             last_t = None
             with self._open() as reader:
@@ -104,8 +107,10 @@ class FileSource(Source):
                         return
                     if not len(ev):
                         continue
+                    if first_t is None:
+                        first_t = int(ev["t"][0])
                     if shift:
-                        ev = ev.copy()
+                        ev = copy_events(ev)
                         ev["t"] += shift
                     if self.speed is not None:
                         if wall0 is None:
@@ -119,13 +124,7 @@ class FileSource(Source):
                 self.reader_counters = dict(reader.counters)
             if not self.loop or last_t is None:
                 return
-            shift = last_t + 1 - self._first_t()  # the next loop continues after this one
-
-    def _first_t(self) -> int:
-        with self._open() as r:
-            for ev in r.blocks():
-                return int(ev["t"][0])
-        return 0
+            shift = last_t + 1 - first_t  # the next loop continues after this one
 
     def stats(self):
         return {"reader": self.reader_counters}

@@ -43,9 +43,12 @@ void AtisBinDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Event Stream 2.x, DVS type. Each event: one byte 'tttttttp' (t delta 0..125 us, polarity),
-// then x (uint16 LE) and y (uint16 LE). Byte 0xFF alone adds 127 us; 0xFE is a no-op reset.
-void EsDvsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+// Event Stream 2.x. The first byte of an event differs by stream type:
+//   DVS:  'tttttttp' (t delta 0..126 us, polarity); 0xFF alone adds 127 us, 0xFE is a no-op reset.
+//   ATIS: 'ttttttpc' (t delta, polarity, c = threshold crossing, not a change event); 0xFC is a
+//         reset, other (b & 0xFC) == 0xFC bytes add 63 * (b & 3) us.
+// Then x and y as uint16 little-endian, for both.
+void EsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
     // Every event needs at least 5 bytes.
     Event* w = out.reserve_more(n / 5 + 1);
     Event* const start = w;
@@ -53,67 +56,24 @@ void EsDvsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
         const uint8_t b = data[i];
         switch (state_) {
             case 0:
-                if (b == 0xFF) {
-                    t_ += 127;
-                } else if (b != 0xFE) {
-                    t_ += b >> 1;
-                    p_ = b & 1;
-                    state_ = 1;
-                }
-                break;
-            case 1:
-                x_ = b;
-                state_ = 2;
-                break;
-            case 2:
-                x_ |= uint32_t(b) << 8;
-                state_ = 3;
-                break;
-            case 3:
-                y_ = b;
-                state_ = 4;
-                break;
-            default:
-                y_ |= uint32_t(b) << 8;
-                state_ = 0;
-                if (!in_bounds(x_, y_)) {
-                    ++c_.out_of_bounds;
-                    break;
-                }
-                w->x = uint16_t(x_);
-                w->y = uint16_t(y_);
-                w->p = p_;
-                w->t = t_;
-                ++w;
-                break;
-        }
-    }
-    c_.bytes += n;
-    carry_n_ = size_t(state_);  // bytes of an event still incomplete
-    const size_t k = size_t(w - start);
-    out.commit(k);
-    c_.events += k;
-}
-
-// ---------------------------------------------------------------------------------------
-// Event Stream 2.x, ATIS type. Idle byte: 0xFC reset; (b & 0xFC) == 0xFC overflow, t += 63 * (b & 3);
-// else t += b >> 2, polarity = bit 1, bit 0 = threshold crossing (not a change event); then x, y
-// as uint16 LE.
-void EsAtisDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
-    Event* w = out.reserve_more(n / 5 + 1);
-    Event* const start = w;
-    for (size_t i = 0; i < n; ++i) {
-        const uint8_t b = data[i];
-        switch (state_) {
-            case 0:
-                if ((b & 0xFC) == 0xFC) {
-                    t_ += 63 * (b & 0x03);
-                } else {
+                if (atis_) {
+                    if ((b & 0xFC) == 0xFC) {
+                        t_ += 63 * (b & 0x03);
+                        break;
+                    }
                     t_ += b >> 2;
                     p_ = (b >> 1) & 1;
                     tc_ = b & 1;
-                    state_ = 1;
+                } else {
+                    if (b == 0xFF) {
+                        t_ += 127;
+                        break;
+                    }
+                    if (b == 0xFE) break;
+                    t_ += b >> 1;
+                    p_ = b & 1;
                 }
+                state_ = 1;
                 break;
             case 1:
                 x_ = b;

@@ -59,13 +59,10 @@ void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     worker.join();
     if (k1 != first_cd) std::memmove(w + k1, w + first_cd, k2 * sizeof(Event));
     const int64_t delta = loop_ - seed_loop;
-    if (delta) {
-        for (size_t i = k1; i < k1 + k2; ++i) w[i].t += delta;
-        second.time_base_ += delta;
-        second.loop_ += delta;
-        second.last_t_ += delta;
-    }
-    if (k1 && k2 && w[k1].t < last_first) ++c_.t_backwards;
+    join_seam(w + k1, k2, delta, k1 > 0, last_first);
+    second.time_base_ += delta;
+    second.loop_ += delta;
+    second.last_t_ += delta;
     time_base_ = second.time_base_;
     loop_ = second.loop_;
     if (k2) last_t_ = second.last_t_;
@@ -263,14 +260,11 @@ void Evt3Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     const size_t k2 = tail.size();
     Event* w = tail.data();
     const int64_t delta = loop_ - seed_loop;
-    if (delta) {
-        for (size_t i = 0; i < k2; ++i) w[i].t += delta;
-        second.time_high_ += delta;
-        second.t_ += delta;
-        second.loop_ += delta;
-        second.last_t_ += delta;
-    }
-    if (first_emitted && k2 && w[0].t < last_first) ++c_.t_backwards;
+    join_seam(w, k2, delta, first_emitted, last_first);
+    second.time_high_ += delta;
+    second.t_ += delta;
+    second.loop_ += delta;
+    second.last_t_ += delta;
     if (k2) {
         std::memcpy(out.reserve_more(k2), w, k2 * sizeof(Event));
         out.commit(k2);
@@ -428,12 +422,9 @@ void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     worker.join();
     if (k1 != mid) std::memmove(w + k1, w + mid, k2 * sizeof(Event));
     const int64_t delta = loop_ - seed_loop;
-    if (delta) {
-        for (size_t i = k1; i < k1 + k2; ++i) w[i].t += delta;
-        second.loop_ += delta;
-        second.last_t_ += delta;
-    }
-    if (k1 && k2 && w[k1].t < last_first) ++c_.t_backwards;
+    join_seam(w + k1, k2, delta, k1 > 0, last_first);
+    second.loop_ += delta;
+    second.last_t_ += delta;
     loop_ = second.loop_;
     prev_raw_ = second.prev_raw_;
     if (k2) last_t_ = second.last_t_;

@@ -46,6 +46,14 @@ public:
     size_t pending_bytes() const { return carry_n_; }
 
 protected:
+    // After a two-thread decode: shifts the second half's k2 events by `delta` (a counter wrap
+    // the first half found) and counts a backwards step at the seam between the halves.
+    void join_seam(Event* second, size_t k2, int64_t delta, bool first_emitted, int64_t last_first) {
+        if (delta)
+            for (size_t i = 0; i < k2; ++i) second[i].t += delta;
+        if (first_emitted && k2 && second[0].t < last_first) ++c_.t_backwards;
+    }
+
     bool in_bounds(uint32_t x, uint32_t y) const {
         return (width_ == 0 || x < width_) && (height_ == 0 || y < height_);
     }
@@ -152,33 +160,29 @@ private:
     int64_t last_t_ = INT64_MIN;
 };
 
-// Event Stream (.es) version 2 DVS byte stream; state machine across chunks.
-class EsDvsDecoder : public DecoderBase {
+// Event Stream (.es) version 2, DVS or ATIS byte stream; a state machine across chunks. The two
+// types differ only in the event's first byte; ATIS threshold crossings are counted, not kept.
+class EsDecoder : public DecoderBase {
 public:
-    using DecoderBase::DecoderBase;
+    EsDecoder(uint32_t width, uint32_t height, bool atis) : DecoderBase(width, height), atis_(atis) {}
     void decode(const uint8_t* data, size_t n, EventBuffer& out);
 
 private:
-    int state_ = 0;
-    int64_t t_ = 0;
-    uint8_t p_ = 0;
-    uint32_t x_ = 0;
-    uint32_t y_ = 0;
-};
-
-// Event Stream (.es) version 2 ATIS byte stream: DVS events kept, threshold crossings counted.
-class EsAtisDecoder : public DecoderBase {
-public:
-    using DecoderBase::DecoderBase;
-    void decode(const uint8_t* data, size_t n, EventBuffer& out);
-
-private:
+    bool atis_;
     int state_ = 0;
     int64_t t_ = 0;
     uint8_t p_ = 0;
     bool tc_ = false;
     uint32_t x_ = 0;
     uint32_t y_ = 0;
+};
+
+struct EsDvsDecoder : EsDecoder {
+    EsDvsDecoder(uint32_t width, uint32_t height) : EsDecoder(width, height, false) {}
+};
+
+struct EsAtisDecoder : EsDecoder {
+    EsAtisDecoder(uint32_t width, uint32_t height) : EsDecoder(width, height, true) {}
 };
 
 }  // namespace evs

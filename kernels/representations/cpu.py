@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .reference import EXP_TAU, _unpack
+from .reference import _unpack, time_surface_params
 
 
 @numba.njit(cache=True, nogil=True)
@@ -91,13 +91,7 @@ def time_surface(events, width, height, *, tau_us=None, t_ref=None):
     out = np.zeros((2, height, width), np.float64)
     if len(t) == 0:
         return out.astype(np.float32)
-    t_ref = int(t.max()) if t_ref is None else int(t_ref)
-    if tau_us is None:
-        tau = EXP_TAU * float(t.max() - t.min())
-    else:
-        tau = float(tau_us)
-        if not tau > 0.0:
-            raise ValueError(f"tau_us must be positive, got {tau_us!r}")
+    t_ref, tau = time_surface_params(t, tau_us, t_ref)
     last = np.zeros((2, height, width), np.int64)
     seen = np.zeros((2, height, width), np.bool_)
     _last_event(x, y, on, t, t_ref, last, seen)

@@ -461,6 +461,17 @@ def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
     return out.astype(np.float32)
 
 
+def time_surface_params(t: np.ndarray, tau_us, t_ref) -> tuple[int, float]:
+    """``(t_ref, tau)`` for :func:`time_surface` from its arguments and the timestamps ``t``."""
+    t_ref = int(t.max()) if t_ref is None else int(t_ref)
+    if tau_us is None:
+        return t_ref, EXP_TAU * float(t.max() - t.min())
+    tau = float(tau_us)
+    if not tau > 0.0:
+        raise ValueError(f"tau_us must be positive, got {tau_us!r}")
+    return t_ref, tau
+
+
 def time_surface(events, width, height, *, tau_us=None, t_ref=None):
     """Exponential time surface (HOTS / HATS): exponentially decayed age of the latest event.
 
@@ -490,13 +501,7 @@ def time_surface(events, width, height, *, tau_us=None, t_ref=None):
     out = np.zeros((2, height, width), np.float64)
     if len(t) == 0:
         return out.astype(np.float32)
-    t_ref = int(t.max()) if t_ref is None else int(t_ref)
-    if tau_us is None:
-        tau = EXP_TAU * float(t.max() - t.min())
-    else:
-        tau = float(tau_us)
-        if not tau > 0.0:
-            raise ValueError(f"tau_us must be positive, got {tau_us!r}")
+    t_ref, tau = time_surface_params(t, tau_us, t_ref)
     for c, select in ((0, on), (1, ~on)):
         t_last = np.zeros((height, width), np.int64)
         seen = np.zeros((height, width), bool)
