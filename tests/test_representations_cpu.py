@@ -3,14 +3,18 @@ empty, single-event, equal-timestamp and border cases) and on real recordings.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import shared_file
 from evstream.kernels.events import make_events
 from evstream.kernels.representations import REPRESENTATIONS
-from evstream.kernels.representations.cpu import KERNELS
+from evstream.kernels.representations.cpu import KERNELS, PARALLEL_MIN_EVENTS
 from evstream.replay import read_events
+
+DATA = Path(__file__).parent / "data"
 
 
 def _random(rng, n, w, h, max_dt=100):
@@ -29,6 +33,50 @@ def test_cpu_equals_reference_on_random_streams(name, n, max_dt):
     got = KERNELS[name](ev, 17, 11)
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("sorted_time_surface", {"use_image": False}),
+        ("dist", {"patch_size": 3}),
+        ("dist", {"patch_size": 1}),
+        ("dist", {"alpha": 0.5, "clip_rate": 0.5}),
+        ("voxel_grid", {"num_bins": 1}),
+        ("voxel_grid", {"num_bins": 5, "measurement": "polarity"}),
+        ("voxel_grid", {"num_bins": 4, "measurement": "timestamp"}),
+    ],
+)
+def test_parameters_match(name, params):
+    ev = _random(np.random.default_rng(11), 2000, 23, 13, 30)
+    np.testing.assert_allclose(
+        KERNELS[name](ev, 23, 13, **params), REPRESENTATIONS[name](ev, 23, 13, **params), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_parallel_histogram_equals_bincount():
+    # Above PARALLEL_MIN_EVENTS the histogram is counted by several threads into private planes.
+    rng = np.random.default_rng(3)
+    n = 3 * PARALLEL_MIN_EVENTS + 17
+    ev = _random(rng, n, 64, 48)
+    flat = (1 - ev["p"].astype(np.int64)) * 64 * 48 + ev["y"].astype(np.int64) * 64 + ev["x"]
+    want = np.bincount(flat, minlength=2 * 64 * 48).reshape(2, 48, 64)
+    got = KERNELS["event_histogram"](ev, 64, 48)
+    np.testing.assert_array_equal(got, want)
+    assert got.sum() == n
+    ev["y"][n - 5] = 48
+    with pytest.raises(ValueError, match="outside"):
+        KERNELS["event_histogram"](ev, 64, 48)
+
+
+def test_kernels_read_views_and_never_write_the_input():
+    ev = _random(np.random.default_rng(8), 500, 9, 7)
+    before = ev.copy()
+    ev.flags.writeable = False
+    for name, fn in KERNELS.items():
+        out = fn(ev, 9, 7)
+        assert not np.shares_memory(out, ev), name
+    np.testing.assert_array_equal(ev, before)
 
 
 def test_time_surface_parameters_match():
@@ -52,9 +100,25 @@ def test_cpu_equals_reference_on_a_real_recording(name):
     )
 
 
-def test_bad_input_is_rejected_like_the_reference():
-    ev = make_events([40], [1], [5], [1])
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_cpu_equals_reference_on_a_davis_recording(name):
+    # Real DAVIS346 events shipped in tests/data (MIT): a larger sensor, hot pixels, many ties.
+    ev = read_events(DATA / "davis346_aestream.aedat4")[:20_000]
+    np.testing.assert_allclose(
+        KERNELS[name](ev, 346, 260), REPRESENTATIONS[name](ev, 346, 260), rtol=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_bad_input_is_rejected_like_the_reference(name):
+    fn = KERNELS[name]
     with pytest.raises(ValueError, match="outside"):
-        KERNELS["event_histogram"](ev, 17, 11)
+        fn(make_events([40], [1], [5], [1]), 17, 11)
+    with pytest.raises(ValueError, match="outside"):
+        fn(make_events([4], [11], [5], [1]), 17, 11)
+    with pytest.raises(ValueError, match="polarity"):
+        fn(make_events([4], [1], [5], [3]), 17, 11)
     with pytest.raises(TypeError):
-        KERNELS["event_histogram"](np.zeros(3), 17, 11)
+        fn(np.zeros(3), 17, 11)
+    with pytest.raises(ValueError, match="height"):
+        fn(make_events([4], [1], [5], [1]), 17, 0)

@@ -1,8 +1,20 @@
-"""numba CPU kernels for the scatter-type representations; each equals its reference in
-``reference.py`` (tested on seeded random streams and real recordings).
+"""numba CPU kernels for every representation; each equals its reference in ``reference.py``
+(tested on seeded random streams, edge cases and real recordings).
 
-Kernels take the event fields as arrays and write into a preallocated float32 ``(C, H, W)``
-output; the public functions validate input exactly as the references do.
+Design:
+
+* Kernels read the event fields as strided *views* of the structured array (no per-field copies)
+  and check coordinates and polarities in the same pass (:func:`_first_bad`; the histogram fuses
+  the check into its counting loop). Errors are raised exactly as the references raise them.
+* Counts are accumulated in integers and converted once, so they stay exact past float32's 2**24.
+* Values derived from normalised time are computed in float64 with the same operations, in the same
+  order, as the reference, and rounded to float32 once at the end.
+* The event histogram, the hot path of the runtime, runs in parallel above ``PARALLEL_MIN_EVENTS``:
+  each thread counts a contiguous slice of the events into a private set of planes, and the planes
+  are summed per pixel in parallel. Below that (and for the other scatter-type kernels, whose output
+  is too large to privatise per thread) one thread scans the events.
+* Ranking steps (sorted time surface, DiST) use ``np.unique`` on the active values, O(A log A) for
+  A active pixels; neighbourhood sums and extrema in DiST are separable box filters.
 """
 
 from __future__ import annotations
@@ -10,97 +22,360 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .reference import _unpack, time_surface_params
+from .reference import (
+    _MEASUREMENTS,
+    DIST_ALPHA,
+    DIST_CLIP_RATE,
+    DIST_PATCH_SIZE,
+    check_events,
+    range_error,
+    time_surface_params,
+)
+
+#: Below this many events the histogram is counted by one thread (thread start-up and the
+#: per-thread planes would cost more than they save).
+PARALLEL_MIN_EVENTS = 1 << 16
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: field views, one pass
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram(x, y, on, out):
+def _first_bad(x, y, p, width, height):
+    """Index of the first event outside the sensor or with polarity > 1, or -1."""
     for i in range(x.shape[0]):
-        out[0 if on[i] else 1, y[i], x[i]] += 1.0
+        if x[i] >= width or y[i] >= height or p[i] > 1:
+            return i
+    return -1
+
+
+def _fields(events, width, height, check=True):
+    """``(x, y, p, t)`` views of the validated events (no copies)."""
+    events = check_events(events, width, height)
+    x, y, p, t = events["x"], events["y"], events["p"], events["t"]
+    if check and len(events) and _first_bad(x, y, p, width, height) >= 0:
+        raise ValueError(range_error(x, y, p, width, height))
+    return x, y, p, t
+
+
+# --------------------------------------------------------------------------------------------
+# Histogram and binary image
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _histogram_counts(x, y, p, width, height, chunks, counts, bad):
+    """counts[c, (1 - p) * H * W + y * W + x] += 1 over the c-th slice of the events; bad[c] = number
+    of invalid events seen in that slice (they are not counted)."""
+    n = x.shape[0]
+    plane = width * height
+    for c in numba.prange(chunks):
+        lo = n * c // chunks
+        hi = n * (c + 1) // chunks
+        mine = counts[c]
+        nbad = 0
+        for i in range(lo, hi):
+            xi = np.int64(x[i])
+            yi = np.int64(y[i])
+            pi = np.int64(p[i])
+            if xi >= width or yi >= height or pi > 1:
+                nbad += 1
+            else:
+                mine[(1 - pi) * plane + yi * width + xi] += 1
+        bad[c] = nbad
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sum_planes(counts, out):
+    """out[j] = sum over chunks of counts[:, j], as float32."""
+    chunks, size = counts.shape
+    for j in numba.prange(size):
+        total = np.int64(0)
+        for c in range(chunks):
+            total += counts[c, j]
+        out[j] = np.float32(total)
 
 
 @numba.njit(cache=True, nogil=True)
-def _binary(x, y, on, out):
+def _binary(x, y, p, out):
     for i in range(x.shape[0]):
-        out[0 if on[i] else 1, y[i], x[i]] = 1.0
+        out[1 - np.int64(p[i]), y[i], x[i]] = 1.0
+
+
+def event_histogram(events, width, height):
+    """numba version of :func:`reference.event_histogram` (parallel for large inputs)."""
+    x, y, p, _ = _fields(events, width, height, check=False)
+    n = len(x)
+    chunks = numba.get_num_threads() if n >= PARALLEL_MIN_EVENTS else 1
+    counts = np.zeros((chunks, 2 * height * width), np.int32 if n < 2**31 else np.int64)
+    bad = np.zeros(chunks, np.int64)
+    if n:
+        _histogram_counts(x, y, p, width, height, chunks, counts, bad)
+        if bad.any():
+            raise ValueError(range_error(x, y, p, width, height))
+    if chunks == 1:
+        return counts[0].astype(np.float32).reshape(2, height, width)
+    out = np.empty(2 * height * width, np.float32)
+    _sum_planes(counts, out)
+    return out.reshape(2, height, width)
+
+
+def binary_event_image(events, width, height):
+    """numba version of :func:`reference.binary_event_image`."""
+    x, y, p, _ = _fields(events, width, height)
+    out = np.zeros((2, height, width), np.float32)
+    _binary(x, y, p, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Per-pixel latest / earliest times
 
 
 @numba.njit(cache=True, nogil=True)
-def _latest_time(x, y, on, t, t_min, t_max, out, c_on, c_off):
+def _latest_time(x, y, p, t, t_min, t_max, out, c_on, c_off):
     """out[c, y, x] = max normalised time per pixel and polarity (0 where none)."""
     span = float(t_max - t_min)
     for i in range(x.shape[0]):
         tn = 1.0 if span == 0.0 else (t[i] - t_min) / span
-        c = c_on if on[i] else c_off
+        c = c_on if p[i] else c_off
         if tn > out[c, y[i], x[i]]:
             out[c, y[i], x[i]] = tn
 
 
 @numba.njit(cache=True, nogil=True)
-def _last_event(x, y, on, t, t_ref, last, seen):
+def _last_event(x, y, p, t, t_ref, last, seen):
+    """last[c, y, x] = latest timestamp <= t_ref per pixel and polarity (c = 0 ON), seen = any."""
     for i in range(x.shape[0]):
-        c = 0 if on[i] else 1
+        c = 1 - np.int64(p[i])
         if t[i] <= t_ref and (not seen[c, y[i], x[i]] or t[i] > last[c, y[i], x[i]]):
             last[c, y[i], x[i]] = t[i]
             seen[c, y[i], x[i]] = True
 
 
-def event_histogram(events, width, height):
-    """numba version of :func:`reference.event_histogram`."""
-    x, y, _, on = _unpack(events, width, height)
-    out = np.zeros((2, height, width), np.float32)
-    _histogram(x, y, on, out)
-    return out
+@numba.njit(cache=True, nogil=True)
+def _pixel_stats(x, y, p, t, t_min, t_max, count, latest, earliest):
+    """Per polarity plane (0 ON, 1 OFF): event count, latest and earliest normalised time.
+    ``latest`` must start at 0 and ``earliest`` at 1 (the values of empty pixels)."""
+    span = float(t_max - t_min)
+    for i in range(x.shape[0]):
+        tn = 1.0 if span == 0.0 else (t[i] - t_min) / span
+        c = 1 - np.int64(p[i])
+        count[c, y[i], x[i]] += 1
+        if tn > latest[c, y[i], x[i]]:
+            latest[c, y[i], x[i]] = tn
+        if tn < earliest[c, y[i], x[i]]:
+            earliest[c, y[i], x[i]] = tn
 
 
-def binary_event_image(events, width, height):
-    """numba version of :func:`reference.binary_event_image`."""
-    x, y, _, on = _unpack(events, width, height)
-    out = np.zeros((2, height, width), np.float32)
-    _binary(x, y, on, out)
-    return out
+def _t_range(t):
+    return int(t.min()), int(t.max())
 
 
 def timestamp_image(events, width, height):
     """numba version of :func:`reference.timestamp_image`."""
-    x, y, t, on = _unpack(events, width, height)
+    x, y, p, t = _fields(events, width, height)
     out = np.zeros((2, height, width), np.float64)
     if len(t):
-        _latest_time(x, y, on, t, int(t.min()), int(t.max()), out, 0, 1)
+        _latest_time(x, y, p, t, *_t_range(t), out, 0, 1)
     return out.astype(np.float32)
 
 
 def event_image(events, width, height):
     """numba version of :func:`reference.event_image`."""
-    x, y, t, on = _unpack(events, width, height)
+    x, y, p, t = _fields(events, width, height)
     out = np.zeros((4, height, width), np.float64)
     if len(t):
-        counts = np.zeros((2, height, width), np.float32)
-        _histogram(x, y, on, counts)
+        counts = event_histogram(events, width, height)
         for c, k in ((0, 0), (2, 1)):
             top = counts[k].max()
             if top > 0:
                 out[c] = counts[k] / np.float64(top)
-        _latest_time(x, y, on, t, int(t.min()), int(t.max()), out, 1, 3)
+        _latest_time(x, y, p, t, *_t_range(t), out, 1, 3)
     return out.astype(np.float32)
 
 
 def time_surface(events, width, height, *, tau_us=None, t_ref=None):
     """numba version of :func:`reference.time_surface`."""
-    x, y, t, on = _unpack(events, width, height)
-    out = np.zeros((2, height, width), np.float64)
+    x, y, p, t = _fields(events, width, height)
     if len(t) == 0:
-        return out.astype(np.float32)
+        return np.zeros((2, height, width), np.float32)
     t_ref, tau = time_surface_params(t, tau_us, t_ref)
     last = np.zeros((2, height, width), np.int64)
     seen = np.zeros((2, height, width), np.bool_)
-    _last_event(x, y, on, t, t_ref, last, seen)
-    age = (t_ref - last).astype(np.float64)
-    if tau > 0.0:
-        out[seen] = np.exp(-age[seen] / tau)
-    else:
-        out[seen] = age[seen] == 0
-    out[seen & (age == 0)] = 1.0
+    _last_event(x, y, p, t, t_ref, last, seen)
+    return exp_decay(last, seen, t_ref, tau)
+
+
+def exp_decay(last, seen, t_ref, tau):
+    """``exp(-(t_ref - last) / tau)`` where ``seen`` (1 where the age is 0, 0 where not seen), float32;
+    the last step of :func:`time_surface`, shared with the incremental version."""
+    out = np.zeros(last.shape, np.float64)
+    age = (t_ref - last[seen]).astype(np.float64)
+    out[seen] = np.exp(-age / tau) if tau > 0.0 else age == 0
+    out[seen] = np.where(age == 0, 1.0, out[seen])
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Sorted time surface
+
+
+def sorted_time_surface(events, width, height, *, use_image=True):
+    """numba version of :func:`reference.sorted_time_surface`."""
+    x, y, p, t = _fields(events, width, height)
+    last = np.zeros((2, height, width), np.int64)
+    seen = np.zeros((2, height, width), np.bool_)
+    if len(t):
+        _last_event(x, y, p, t, int(t.max()), last, seen)
+    return rank_surface(last, seen, use_image)
+
+
+def rank_surface(last, seen, use_image=True):
+    """Dense rank of each active pixel's latest timestamp among the distinct ones of its polarity,
+    divided by (distinct - 1); the last step of :func:`sorted_time_surface`."""
+    planes = []
+    for c in (0, 1):
+        sort = np.zeros(last.shape[1:], np.float64)
+        values, rank = np.unique(last[c][seen[c]], return_inverse=True)
+        if len(values) > 1:
+            sort[seen[c]] = rank / (len(values) - 1)
+        if use_image:
+            planes.append(seen[c].astype(np.float64))
+        planes.append(sort)
+    return np.stack(planes).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# DiST
+
+
+@numba.njit(cache=True, nogil=True)
+def _box_filters(clipped, latest, earliest, r, total, highest, lowest):
+    """Over the (2r+1)^2 neighbourhood clipped at the border: sum of ``clipped``, max of ``latest``
+    and min of ``earliest``, as separable row then column passes."""
+    height, width = clipped.shape
+    row_sum = np.zeros((height, width), np.int64)
+    row_max = np.zeros((height, width), np.float64)
+    row_min = np.zeros((height, width), np.float64)
+    for yy in range(height):
+        for xx in range(width):
+            lo = max(0, xx - r)
+            hi = min(width, xx + r + 1)
+            s = np.int64(0)
+            mx = latest[yy, lo]
+            mn = earliest[yy, lo]
+            for k in range(lo, hi):
+                s += clipped[yy, k]
+                mx = max(mx, latest[yy, k])
+                mn = min(mn, earliest[yy, k])
+            row_sum[yy, xx] = s
+            row_max[yy, xx] = mx
+            row_min[yy, xx] = mn
+    for yy in range(height):
+        lo = max(0, yy - r)
+        hi = min(height, yy + r + 1)
+        for xx in range(width):
+            s = np.int64(0)
+            mx = row_max[lo, xx]
+            mn = row_min[lo, xx]
+            for k in range(lo, hi):
+                s += row_sum[k, xx]
+                mx = max(mx, row_max[k, xx])
+                mn = min(mn, row_min[k, xx])
+            total[yy, xx] = s
+            highest[yy, xx] = mx
+            lowest[yy, xx] = mn
+
+
+@numba.njit(cache=True, nogil=True)
+def _discount(count, latest, total, highest, lowest, alpha, value):
+    height, width = count.shape
+    for yy in range(height):
+        for xx in range(width):
+            if count[yy, xx] == 0 or total[yy, xx] == 1:
+                value[yy, xx] = 0.0
+            else:
+                discount = (highest[yy, xx] - lowest[yy, xx]) / total[yy, xx]
+                value[yy, xx] = max(0.0, latest[yy, xx] - alpha * discount)
+
+
+def dist_plane(count, latest, earliest, alpha, patch_size, clip_rate):
+    """One polarity of DiST from its per-pixel count, latest and earliest normalised time (0 / 1
+    where empty), float64 ``(H, W)``; shared with the incremental version."""
+    height, width = count.shape
+    if count.max() == 0:
+        return np.zeros((height, width), np.float64)
+    levels = np.bincount(count.ravel())
+    cumulative = np.cumsum(levels[levels > 0])
+    clip_level = max(1, int(np.count_nonzero(cumulative < clip_rate * height * width)))
+    clipped = np.minimum(count, clip_level)
+    total = np.empty((height, width), np.int64)
+    highest = np.empty((height, width), np.float64)
+    lowest = np.empty((height, width), np.float64)
+    _box_filters(clipped, latest, earliest, patch_size // 2, total, highest, lowest)
+    value = np.empty((height, width), np.float64)
+    _discount(count, latest, total, highest, lowest, float(alpha), value)
+    distinct, rank = np.unique(value, return_inverse=True)
+    return (rank / len(distinct)).reshape(height, width)
+
+
+def check_patch_size(patch_size):
+    if not isinstance(patch_size, int | np.integer) or patch_size < 1 or patch_size % 2 == 0:
+        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size!r}")
+
+
+def dist(events, width, height, *, alpha=DIST_ALPHA, patch_size=DIST_PATCH_SIZE, clip_rate=DIST_CLIP_RATE):
+    """numba version of :func:`reference.dist`."""
+    check_patch_size(patch_size)
+    x, y, p, t = _fields(events, width, height)
+    count = np.zeros((2, height, width), np.int64)
+    latest = np.zeros((2, height, width), np.float64)
+    earliest = np.ones((2, height, width), np.float64)
+    if len(t):
+        _pixel_stats(x, y, p, t, *_t_range(t), count, latest, earliest)
+    out = np.stack(
+        [dist_plane(count[c], latest[c], earliest[c], alpha, patch_size, clip_rate) for c in (0, 1)]
+    )
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Voxel grid
+
+
+@numba.njit(cache=True, nogil=True)
+def _voxel(x, y, p, t, t_min, t_max, num_bins, measurement, out):
+    """measurement: 0 count, 1 polarity, 2 timestamp (the order of reference._MEASUREMENTS)."""
+    span = float(t_max - t_min)
+    for i in range(x.shape[0]):
+        tn = 1.0 if span == 0.0 else (t[i] - t_min) / span
+        if measurement == 0:
+            f = 1.0
+        elif measurement == 1:
+            f = 1.0 if p[i] else -1.0
+        else:
+            f = tn
+        position = tn * (num_bins - 1)
+        group = num_bins if p[i] else 0
+        k0 = min(int(position), num_bins - 1)
+        for k in range(k0, min(k0 + 2, num_bins)):
+            weight = max(0.0, 1.0 - abs(position - k))
+            if weight > 0.0:
+                out[group + k, y[i], x[i]] += f * weight
+
+
+def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
+    """numba version of :func:`reference.voxel_grid` (one thread: the output of 2 x num_bins planes
+    is too large to give each thread a private copy, and events of a window overlap in pixels)."""
+    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    if measurement not in _MEASUREMENTS:
+        raise ValueError(f"measurement must be one of {_MEASUREMENTS}, got {measurement!r}")
+    x, y, p, t = _fields(events, width, height)
+    out = np.zeros((2 * num_bins, height, width), np.float64)
+    if len(t):
+        _voxel(x, y, p, t, *_t_range(t), int(num_bins), _MEASUREMENTS.index(measurement), out)
     return out.astype(np.float32)
 
 
@@ -109,5 +384,8 @@ KERNELS = {
     "binary_event_image": binary_event_image,
     "event_image": event_image,
     "timestamp_image": timestamp_image,
+    "sorted_time_surface": sorted_time_surface,
+    "dist": dist,
+    "voxel_grid": voxel_grid,
     "time_surface": time_surface,
 }

@@ -71,8 +71,9 @@ _MEASUREMENTS = ("count", "polarity", "timestamp")
 # Shared helpers
 
 
-def _unpack(events, width, height):
-    """Validated copies of the event fields: x, y, t (int64 arrays) and on (bool array)."""
+def check_events(events, width, height) -> np.ndarray:
+    """``events`` as an ndarray after checking its dtype and shape and the sensor size (not the
+    coordinates: see :func:`range_error`). Shared by every backend so they reject the same input."""
     events = np.asarray(events)
     if events.dtype != EVENT_DTYPE:
         raise TypeError(f"events must have dtype EVENT_DTYPE, got {events.dtype}")
@@ -81,18 +82,30 @@ def _unpack(events, width, height):
     for name, value in (("width", width), ("height", height)):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return events
+
+
+def range_error(x, y, p, width, height) -> str | None:
+    """Why events with these fields do not fit a ``width x height`` sensor, or None if they do."""
+    if len(x):
+        if int(x.max()) >= width or int(y.max()) >= height:
+            return f"event coordinates outside the {width}x{height} sensor (max x {x.max()}, max y {y.max()})"
+        if int(p.max()) > 1:
+            return f"polarity must be 0 or 1, got {p.max()}"
+    return None
+
+
+def _unpack(events, width, height):
+    """Validated copies of the event fields: x, y, t (int64 arrays) and on (bool array)."""
+    events = check_events(events, width, height)
     # astype always copies, so nothing below can write into the caller's array.
     x = events["x"].astype(np.int64)
     y = events["y"].astype(np.int64)
     t = events["t"].astype(np.int64)
     p = events["p"].astype(np.int64)
-    if len(events):
-        if x.max() >= width or y.max() >= height:
-            raise ValueError(
-                f"event coordinates outside the {width}x{height} sensor (max x {x.max()}, max y {y.max()})"
-            )
-        if p.max() > 1:
-            raise ValueError(f"polarity must be 0 or 1, got {p.max()}")
+    error = range_error(x, y, p, width, height)
+    if error:
+        raise ValueError(error)
     return x, y, t, p == 1
 
 
