@@ -13,8 +13,9 @@ Design:
   each thread counts a contiguous slice of the events into a private set of planes, and the planes
   are summed per pixel in parallel. Below that (and for the other scatter-type kernels, whose output
   is too large to privatise per thread) one thread scans the events.
-* Ranking steps (sorted time surface, DiST) use ``np.unique`` on the active values, O(A log A) for
-  A active pixels; neighbourhood sums and extrema in DiST are separable box filters.
+* Ranking steps (sorted time surface, DiST) use ``np.unique`` on the active (non-zero) values,
+  O(A log A) for A active pixels; DiST's neighbourhood sums and extrema are taken only around
+  pixels with events.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from .reference import (
     time_surface_params,
 )
 
-#: Below this many events the histogram is counted by one thread (thread start-up and the
-#: per-thread planes would cost more than they save).
+#: Below this many events (or fewer events than histogram bins) the histogram is counted by one
+#: thread (thread start-up and the per-thread planes would cost more than they save).
 PARALLEL_MIN_EVENTS = 1 << 16
 
 
@@ -97,6 +98,23 @@ def _sum_planes(counts, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _histogram_direct(x, y, p, width, height, out):
+    """out[(1 - p) * H * W + y * W + x] += 1 (float32: exact below 2**24 events). Returns the
+    number of invalid events (not counted)."""
+    plane = width * height
+    nbad = 0
+    for i in range(x.shape[0]):
+        xi = np.int64(x[i])
+        yi = np.int64(y[i])
+        pi = np.int64(p[i])
+        if xi >= width or yi >= height or pi > 1:
+            nbad += 1
+        else:
+            out[(1 - pi) * plane + yi * width + xi] += 1.0
+    return nbad
+
+
+@numba.njit(cache=True, nogil=True)
 def _binary(x, y, p, out):
     for i in range(x.shape[0]):
         out[1 - np.int64(p[i]), y[i], x[i]] = 1.0
@@ -106,16 +124,20 @@ def event_histogram(events, width, height):
     """numba version of :func:`reference.event_histogram` (parallel for large inputs)."""
     x, y, p, _ = _fields(events, width, height, check=False)
     n = len(x)
-    chunks = numba.get_num_threads() if n >= PARALLEL_MIN_EVENTS else 1
-    counts = np.zeros((chunks, 2 * height * width), np.int32 if n < 2**31 else np.int64)
-    bad = np.zeros(chunks, np.int64)
-    if n:
-        _histogram_counts(x, y, p, width, height, chunks, counts, bad)
-        if bad.any():
+    size = 2 * height * width
+    if n < max(PARALLEL_MIN_EVENTS, size) and n < 2**24:
+        # Fewer events than bins: per-thread planes would cost more than the counting.
+        out = np.zeros(size, np.float32)
+        if n and _histogram_direct(x, y, p, width, height, out):
             raise ValueError(range_error(x, y, p, width, height))
-    if chunks == 1:
-        return counts[0].astype(np.float32).reshape(2, height, width)
-    out = np.empty(2 * height * width, np.float32)
+        return out.reshape(2, height, width)
+    chunks = numba.get_num_threads()
+    counts = np.zeros((chunks, size), np.int32 if n < 2**31 else np.int64)
+    bad = np.zeros(chunks, np.int64)
+    _histogram_counts(x, y, p, width, height, chunks, counts, bad)
+    if bad.any():
+        raise ValueError(range_error(x, y, p, width, height))
+    out = np.empty(size, np.float32)
     _sum_planes(counts, out)
     return out.reshape(2, height, width)
 
@@ -207,14 +229,27 @@ def time_surface(events, width, height, *, tau_us=None, t_ref=None):
     return exp_decay(last, seen, t_ref, tau)
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _exp_decay(last, seen, t_ref, tau, out):
+    for j in numba.prange(last.shape[0]):
+        if not seen[j]:
+            out[j] = 0.0
+        else:
+            age = t_ref - last[j]
+            if age == 0:
+                out[j] = 1.0
+            elif tau > 0.0:
+                out[j] = np.float32(np.exp(-float(age) / tau))
+            else:
+                out[j] = 0.0
+
+
 def exp_decay(last, seen, t_ref, tau):
     """``exp(-(t_ref - last) / tau)`` where ``seen`` (1 where the age is 0, 0 where not seen), float32;
     the last step of :func:`time_surface`, shared with the incremental version."""
-    out = np.zeros(last.shape, np.float64)
-    age = (t_ref - last[seen]).astype(np.float64)
-    out[seen] = np.exp(-age / tau) if tau > 0.0 else age == 0
-    out[seen] = np.where(age == 0, 1.0, out[seen])
-    return out.astype(np.float32)
+    out = np.empty(last.shape, np.float32)
+    _exp_decay(last.reshape(-1), seen.reshape(-1), np.int64(t_ref), float(tau), out.reshape(-1))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,53 +286,37 @@ def rank_surface(last, seen, use_image=True):
 
 
 @numba.njit(cache=True, nogil=True)
-def _box_filters(clipped, latest, earliest, r, total, highest, lowest):
-    """Over the (2r+1)^2 neighbourhood clipped at the border: sum of ``clipped``, max of ``latest``
-    and min of ``earliest``, as separable row then column passes."""
-    height, width = clipped.shape
-    row_sum = np.zeros((height, width), np.int64)
-    row_max = np.zeros((height, width), np.float64)
-    row_min = np.zeros((height, width), np.float64)
-    for yy in range(height):
-        for xx in range(width):
-            lo = max(0, xx - r)
-            hi = min(width, xx + r + 1)
-            s = np.int64(0)
-            mx = latest[yy, lo]
-            mn = earliest[yy, lo]
-            for k in range(lo, hi):
-                s += clipped[yy, k]
-                mx = max(mx, latest[yy, k])
-                mn = min(mn, earliest[yy, k])
-            row_sum[yy, xx] = s
-            row_max[yy, xx] = mx
-            row_min[yy, xx] = mn
-    for yy in range(height):
-        lo = max(0, yy - r)
-        hi = min(height, yy + r + 1)
-        for xx in range(width):
-            s = np.int64(0)
-            mx = row_max[lo, xx]
-            mn = row_min[lo, xx]
-            for k in range(lo, hi):
-                s += row_sum[k, xx]
-                mx = max(mx, row_max[k, xx])
-                mn = min(mn, row_min[k, xx])
-            total[yy, xx] = s
-            highest[yy, xx] = mx
-            lowest[yy, xx] = mn
-
-
-@numba.njit(cache=True, nogil=True)
-def _discount(count, latest, total, highest, lowest, alpha, value):
+def _discount(count, clipped, latest, earliest, r, alpha, value):
+    """DiST steps 3-4 at every pixel with events: over its (2r+1)^2 neighbourhood clipped at the
+    border, the clipped count M, the latest L and earliest E times; V = max(0, L - alpha *
+    (max L - min E) / M), 0 where M == 1. Pixels without events are left at 0."""
     height, width = count.shape
     for yy in range(height):
         for xx in range(width):
-            if count[yy, xx] == 0 or total[yy, xx] == 1:
-                value[yy, xx] = 0.0
-            else:
-                discount = (highest[yy, xx] - lowest[yy, xx]) / total[yy, xx]
+            if count[yy, xx] == 0:
+                continue
+            total = np.int64(0)
+            highest = latest[yy, xx]
+            lowest = earliest[yy, xx]
+            for ny in range(max(0, yy - r), min(height, yy + r + 1)):
+                for nx in range(max(0, xx - r), min(width, xx + r + 1)):
+                    total += clipped[ny, nx]
+                    highest = max(highest, latest[ny, nx])
+                    lowest = min(lowest, earliest[ny, nx])
+            if total != 1:
+                discount = (highest - lowest) / total
                 value[yy, xx] = max(0.0, latest[yy, xx] - alpha * discount)
+
+
+def dense_rank(value):
+    """``value``'s dense rank over all its elements divided by the number of distinct values
+    (DiST step 5), sorting only the non-zero values (most pixels are 0)."""
+    nonzero = value != 0.0
+    distinct, rank = np.unique(value[nonzero], return_inverse=True)
+    has_zero = int(not nonzero.all())
+    ranked = np.zeros(value.shape, np.float64)
+    ranked[nonzero] = (rank + has_zero) / (len(distinct) + has_zero)
+    return ranked
 
 
 def dist_plane(count, latest, earliest, alpha, patch_size, clip_rate):
@@ -310,14 +329,9 @@ def dist_plane(count, latest, earliest, alpha, patch_size, clip_rate):
     cumulative = np.cumsum(levels[levels > 0])
     clip_level = max(1, int(np.count_nonzero(cumulative < clip_rate * height * width)))
     clipped = np.minimum(count, clip_level)
-    total = np.empty((height, width), np.int64)
-    highest = np.empty((height, width), np.float64)
-    lowest = np.empty((height, width), np.float64)
-    _box_filters(clipped, latest, earliest, patch_size // 2, total, highest, lowest)
-    value = np.empty((height, width), np.float64)
-    _discount(count, latest, total, highest, lowest, float(alpha), value)
-    distinct, rank = np.unique(value, return_inverse=True)
-    return (rank / len(distinct)).reshape(height, width)
+    value = np.zeros((height, width), np.float64)
+    _discount(count, clipped, latest, earliest, patch_size // 2, float(alpha), value)
+    return dense_rank(value)
 
 
 def check_patch_size(patch_size):

@@ -168,6 +168,25 @@ def _normalised_planes(count, tmax, tmin, t_min, t_max, latest, earliest):
             earliest[j] = (tmin[j] - t_min) / span
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _latest_out(count, tmax, t_min, t_max, top, out, count_channels):
+    """Per plane c (0 ON, 1 OFF): latest normalised time as float32 into out[c * k + k - 1], and with
+    ``count_channels`` (k = 2) the count divided by ``top[c]`` into out[2 * c]; else k = 1."""
+    planes, n = count.shape
+    span = float(t_max - t_min)
+    for j in numba.prange(n):
+        for c in range(planes):
+            k = c * 2 + 1 if count_channels else c
+            if count[c, j] == 0:
+                out[k, j] = 0.0
+            elif span == 0.0:
+                out[k, j] = 1.0
+            else:
+                out[k, j] = np.float32((tmax[c, j] - t_min) / span)
+            if count_channels:
+                out[k - 1, j] = np.float32(count[c, j] / top[c]) if top[c] > 0 else 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # State
 
@@ -384,27 +403,23 @@ class IncrementalTimestampImage(_Stateful):
     """Incremental :func:`reference.timestamp_image` (O(pixels) output: the time range moves)."""
 
     name = "timestamp_image"
+    count_channels = False
 
     def output(self):
-        _, latest, _ = self._normalised()
-        return latest.astype(np.float32)
+        s = self.state
+        out = np.empty((4 if self.count_channels else 2, self.height * self.width), np.float32)
+        count, tmax = s.count.reshape(2, -1), s.tmax.reshape(2, -1)
+        top = count.max(axis=1).astype(np.float64) if len(s) else np.zeros(2)
+        _latest_out(count, tmax, *(s.time_range() or (0, 0)), top, out, self.count_channels)
+        return out.reshape(-1, self.height, self.width)
 
 
-class IncrementalEventImage(_Stateful):
+class IncrementalEventImage(IncrementalTimestampImage):
     """Incremental :func:`reference.event_image` (O(pixels) output: the time range and the
     maximum counts move)."""
 
     name = "event_image"
-
-    def output(self):
-        count, latest, _ = self._normalised()
-        out = np.zeros((4, self.height, self.width), np.float64)
-        for c, k in ((0, 0), (2, 1)):
-            top = count[k].max()
-            if top > 0:
-                out[c] = count[k] / float(top)
-            out[c + 1] = latest[k]
-        return out.astype(np.float32)
+    count_channels = True
 
 
 class IncrementalTimeSurface(_Stateful):
