@@ -79,7 +79,11 @@ def _tonic_peers(ev):
 
     def check_frame(ours):
         got = frame()[0]  # (P, H, W), channel = polarity value (OFF first)
-        return "ok" if np.array_equal(got[::-1], ours["event_histogram"]) else "WRONG: differs from the histogram"
+        return (
+            "ok"
+            if np.array_equal(got[::-1], ours["event_histogram"])
+            else "WRONG: differs from the histogram"
+        )
 
     peers["tonic to_frame_numpy"] = ("event_histogram", frame, check_frame)
 
@@ -122,9 +126,19 @@ def _evlib_peers(ev):
         return out
 
     def check(ours):
-        return "ok" if np.array_equal(histogram(), ours["event_histogram"]) else "WRONG: differs from the histogram"
+        return (
+            "ok"
+            if np.array_equal(histogram(), ours["event_histogram"])
+            else "WRONG: differs from the histogram"
+        )
 
-    return {"evlib event_histogram (+ densify; input a prebuilt polars frame)": ("event_histogram", histogram, check)}
+    return {
+        "evlib event_histogram (+ densify; input a prebuilt polars frame)": (
+            "event_histogram",
+            histogram,
+            check,
+        )
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +156,14 @@ def bench_throughput(n: int, repeats: int) -> dict:
     base = n / baselines["numpy histogram (index + np.bincount)"][0]
     rows = []
     for label, (med, lo, hi) in baselines.items():
-        rows.append({"what": label, "mev_s": n / med / 1e6, "ratio": n / med / base, "spread_ms": [lo * 1e3, hi * 1e3]})
+        rows.append(
+            {
+                "what": label,
+                "mev_s": n / med / 1e6,
+                "ratio": n / med / base,
+                "spread_ms": [lo * 1e3, hi * 1e3],
+            }
+        )
     ours = {}
     for name in REPRESENTATIONS:
         ours[name] = compute(name, ev, W, H)
@@ -223,12 +244,19 @@ def machine() -> dict:
 
 
 def markdown(results: dict) -> str:
-    out = [f"Throughput, one window of {results['throughput']['events']:,} events on 640x480 (median M events/s):", ""]
+    out = [
+        f"Throughput, one window of {results['throughput']['events']:,} events on 640x480 "
+        "(median M events/s):",
+        "",
+    ]
     out += ["| what | M events/s | x numpy histogram | check |", "|---|---:|---:|---|"]
     for r in results["throughput"]["rows"]:
         out.append(f"| {r['what']} | {r['mev_s']:.1f} | {r['ratio']:.2f} | {r.get('check', '')} |")
     out += ["", "Incremental step on 640x480 (median microseconds per step):", ""]
-    out += ["| representation | window | step | update | output | recompute |", "|---|---:|---:|---:|---:|---:|"]
+    out += [
+        "| representation | window | step | update | output | recompute |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results["incremental"]["rows"]:
         out.append(
             f"| {r['representation']} | {r['window']:,} | {r['step']:,} | {r['update_us']:.0f} | "
@@ -247,7 +275,9 @@ def main(argv=None) -> int:
     repeats = 3 if args.quick else 9
     results = {"machine": machine()}
     results["throughput"] = bench_throughput(n, repeats)
-    names = ["event_histogram", "timestamp_image", "dist", "voxel_grid"] if args.quick else list(REPRESENTATIONS)
+    names = (
+        ["event_histogram", "timestamp_image", "dist", "voxel_grid"] if args.quick else list(REPRESENTATIONS)
+    )
     windows = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     steps = [100, 10_000] if args.quick else [100, 1_000, 10_000, 100_000]
     results["incremental"] = bench_incremental(windows, steps, names, repeats)

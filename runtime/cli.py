@@ -247,6 +247,94 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def _render_size(text: str) -> tuple[int, int]:
+    """Parses ``HEIGHTxWIDTH`` for ``render --size`` (rows first, unlike ``--sensor``)."""
+    from .render import RenderArgumentError, parse_size_hw
+
+    try:
+        return parse_size_hw(text)
+    except RenderArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _render_window(text: str):
+    """``all`` (None) or a window length ``<N>ev`` / ``<T>us|ms|s``."""
+    from .render import RenderArgumentError, parse_window_length
+
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return parse_window_length(text)
+    except RenderArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _render_stride(text: str):
+    from .render import RenderArgumentError, parse_window_length
+
+    try:
+        return parse_window_length(text, "stride")
+    except RenderArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _render_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE``; VALUE is a Python literal (5, 0.5, True) or else a string (polarity)."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE such as num_bins=5, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return name.strip(), parsed
+
+
+def cmd_render(args) -> int:
+    from .render import OutputDirError, RenderArgumentError, RenderConfig, render, resolve_kernel, window_spec
+
+    flags = {"param": "--param", "window": "--window", "stride": "--stride", "size": "--size"}
+    try:
+        config = RenderConfig(
+            path=args.file,
+            representation=args.representation,
+            out_dir=args.out,
+            window=window_spec(args.window, args.stride),
+            size=args.size,
+            backend=args.backend,
+            params=dict(args.param or []),
+            png=args.png,
+            force=args.force,
+            format=args.format,
+            sensor_size=args.sensor,
+        )
+        resolve_kernel(config)  # argument errors before any reading or writing
+    except RenderArgumentError as exc:
+        flag = flags.get(exc.argument, f"--{exc.argument}")
+        print(f"evstream render: error: argument {flag}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bar, update = _progress_bar(args.file, sys.stderr.isatty() and not args.quiet, "rendering")
+    try:
+        with bar:
+            result = render(config, progress=update)
+    except OutputDirError as exc:
+        print(f"evstream render: error: argument --out: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.quiet:
+        size = result["size"]
+        shape = f"{result['channels']} x {size['height']} x {size['width']}" if result["channels"] else "-"
+        sensor = result["sensor"]
+        rescaled = f", rescaled from {sensor['width']}x{sensor['height']}" if result["rescaled"] else ""
+        print(
+            f"wrote {result['windows']:,} window{'' if result['windows'] == 1 else 's'} of "
+            f"{result['representation']} ({shape}, float32) "
+            f"to {args.out}{rescaled}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
 
@@ -365,6 +453,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(func=cmd_publish)
+
+    from ..kernels.representations import BACKENDS, REPRESENTATIONS
+
+    p = sub.add_parser(
+        "render",
+        help="write a recording's event representation per window as .npy (and PNG previews)",
+        description="Computes an event representation of FILE for the whole recording or for each "
+        "window (count or time windows, optionally overlapping) and writes DIR/window_000000.npy, ... "
+        "(float32, C x H x W), with --png a preview per window (2-channel ON/OFF as red/blue, other "
+        "representations as grey tiles of each channel side by side, each channel normalised on its own), "
+        "and DIR/render.json describing the run and every window (t_start_us, t_end_us, events). "
+        "Count and time windows stream the file; --window all holds the whole recording in memory.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  evstream render rec.raw -r event_histogram --out hist/              # one window: everything\n"
+        "  evstream render rec.npz -r dist --size 224x224 --out x/             # N-ImageNet input size\n"
+        "  evstream render rec.aedat4 -r voxel_grid --param num_bins=5 --window 50ms --out v/ --png\n"
+        "  evstream render rec.bin -r time_surface --window 2000ev --stride 500ev --out t/\n"
+        "\n"
+        "--size is HEIGHTxWIDTH (rows first, e.g. 191x255 is 191 rows of 255 pixels); --sensor is "
+        "WIDTHxHEIGHT\nlike the other commands. Exit status: 0 done, 1 unreadable input or "
+        "unwritable output, 2 bad arguments\n(including a non-empty --out directory without --force).",
+    )
+    p.add_argument("file", help="event recording (any readable format)")
+    p.add_argument(
+        "-r",
+        "--representation",
+        required=True,
+        choices=list(REPRESENTATIONS),
+        metavar="NAME",
+        help=f"one of: {', '.join(REPRESENTATIONS)}",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument(
+        "--size",
+        type=_render_size,
+        metavar="HxW",
+        help="output size HEIGHTxWIDTH, rows first (e.g. 224x224); events are rescaled N-ImageNet-style "
+        "(x * W / sensor width, truncated). Default: the sensor size",
+    )
+    p.add_argument(
+        "--window",
+        type=_render_window,
+        default="all",
+        metavar="all|<N>ev|<T>ms",
+        help="'all' (default: the whole recording as one window), <N>ev (N events per window) or a "
+        "duration <T>ms, <T>us or <T>s (e.g. 50ms, 2500us, 0.5s)",
+    )
+    p.add_argument(
+        "--stride",
+        type=_render_stride,
+        metavar="<N>ev|<T>ms",
+        help="window start-to-start distance, same kind as --window (default: the window length, no "
+        "overlap; smaller overlaps, larger leaves gaps)",
+    )
+    p.add_argument("--png", action="store_true", help="also write a PNG preview per window")
+    p.add_argument("--backend", choices=list(BACKENDS), default="cpu", help="kernel backend (default cpu)")
+    p.add_argument(
+        "--param",
+        type=_render_param,
+        action="append",
+        metavar="NAME=VALUE",
+        help="a representation parameter, repeatable (e.g. --param num_bins=5 --param measurement=polarity)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR, replacing earlier window_* files and render.json there",
+    )
+    p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
+    p.add_argument(
+        "--sensor",
+        type=_sensor_size,
+        metavar="WxH",
+        help="sensor size WIDTHxHEIGHT, for files that do not state it",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_render)
     return parser
 
 
