@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
 from conftest import shared_file
 from evstream.kernels.events import make_events
 from evstream.kernels.representations import REPRESENTATIONS
-from evstream.kernels.representations.cpu import KERNELS, PARALLEL_MIN_EVENTS
+from evstream.kernels.representations.cpu import KERNELS, PARALLEL_MIN_EVENTS, PRIVATE_PLANES_BYTES
 from evstream.replay import read_events
 
 DATA = Path(__file__).parent / "data"
@@ -56,6 +57,7 @@ def test_parameters_match(name, params):
 
 def test_parallel_histogram_equals_bincount():
     # Above PARALLEL_MIN_EVENTS the histogram is counted by several threads into private planes.
+    assert numba.get_num_threads() * 2 * 64 * 48 * 4 <= PRIVATE_PLANES_BYTES
     rng = np.random.default_rng(3)
     n = 3 * PARALLEL_MIN_EVENTS + 17
     ev = _random(rng, n, 64, 48)

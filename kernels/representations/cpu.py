@@ -9,10 +9,11 @@ Design:
 * Counts are accumulated in integers and converted once, so they stay exact past float32's 2**24.
 * Values derived from normalised time are computed in float64 with the same operations, in the same
   order, as the reference, and rounded to float32 once at the end.
-* The event histogram, the hot path of the runtime, runs in parallel above ``PARALLEL_MIN_EVENTS``:
-  each thread counts a contiguous slice of the events into a private set of planes, and the planes
-  are summed per pixel in parallel. Below that (and for the other scatter-type kernels, whose output
-  is too large to privatise per thread) one thread scans the events.
+* The event histogram, the hot path of the runtime, runs in parallel above ``PARALLEL_MIN_EVENTS``
+  events (and at least as many events as bins) when the per-thread planes fit in cache: each
+  thread counts a contiguous slice of the events into private planes, summed per pixel in
+  parallel. Otherwise (and for the other scatter-type kernels, whose outputs are too large to
+  privatise per thread) one thread scans the events.
 * Ranking steps (sorted time surface, DiST) use ``np.unique`` on the active (non-zero) values,
   O(A log A) for A active pixels; DiST's neighbourhood sums and extrema are taken only around
   pixels with events.
@@ -36,6 +37,10 @@ from .reference import (
 #: Below this many events (or fewer events than histogram bins) the histogram is counted by one
 #: thread (thread start-up and the per-thread planes would cost more than they save).
 PARALLEL_MIN_EVENTS = 1 << 16
+#: The parallel histogram gives each thread private planes; past this many bytes of them (a
+#: 1280x720 sensor on 2 threads: 15 MB) they no longer stay in cache and one thread is faster
+#: (measured with benchmarks/representations.py on the 2-core development machine).
+PRIVATE_PLANES_BYTES = 8 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,26 +69,31 @@ def _fields(events, width, height, check=True):
 # Histogram and binary image
 
 
+@numba.njit(cache=True, nogil=True)
+def _count_slice(x, y, p, lo, hi, width, height, out):
+    """out[(1 - p) * H * W + y * W + x] += 1 for events lo..hi-1 (any numeric ``out``); returns the
+    number of invalid events (not counted)."""
+    plane = width * height
+    nbad = 0
+    for i in range(lo, hi):
+        xi = np.int64(x[i])
+        yi = np.int64(y[i])
+        pi = np.int64(p[i])
+        if xi >= width or yi >= height or pi > 1:
+            nbad += 1
+        else:
+            out[(1 - pi) * plane + yi * width + xi] += 1
+    return nbad
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _histogram_counts(x, y, p, width, height, chunks, counts, bad):
-    """counts[c, (1 - p) * H * W + y * W + x] += 1 over the c-th slice of the events; bad[c] = number
-    of invalid events seen in that slice (they are not counted)."""
+    """Each of ``chunks`` threads counts a contiguous slice of the events into its own row of
+    ``counts`` (the loop body is a separate function: numba optimises it better than a loop
+    inside prange)."""
     n = x.shape[0]
-    plane = width * height
     for c in numba.prange(chunks):
-        lo = n * c // chunks
-        hi = n * (c + 1) // chunks
-        mine = counts[c]
-        nbad = 0
-        for i in range(lo, hi):
-            xi = np.int64(x[i])
-            yi = np.int64(y[i])
-            pi = np.int64(p[i])
-            if xi >= width or yi >= height or pi > 1:
-                nbad += 1
-            else:
-                mine[(1 - pi) * plane + yi * width + xi] += 1
-        bad[c] = nbad
+        bad[c] = _count_slice(x, y, p, n * c // chunks, n * (c + 1) // chunks, width, height, counts[c])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -98,48 +108,32 @@ def _sum_planes(counts, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram_direct(x, y, p, width, height, out):
-    """out[(1 - p) * H * W + y * W + x] += 1 (float32: exact below 2**24 events). Returns the
-    number of invalid events (not counted)."""
-    plane = width * height
-    nbad = 0
-    for i in range(x.shape[0]):
-        xi = np.int64(x[i])
-        yi = np.int64(y[i])
-        pi = np.int64(p[i])
-        if xi >= width or yi >= height or pi > 1:
-            nbad += 1
-        else:
-            out[(1 - pi) * plane + yi * width + xi] += 1.0
-    return nbad
-
-
-@numba.njit(cache=True, nogil=True)
 def _binary(x, y, p, out):
     for i in range(x.shape[0]):
         out[1 - np.int64(p[i]), y[i], x[i]] = 1.0
 
 
 def event_histogram(events, width, height):
-    """numba version of :func:`reference.event_histogram` (parallel for large inputs)."""
+    """numba version of :func:`reference.event_histogram` (parallel for large inputs on sensors
+    whose per-thread planes fit in cache, see ``PRIVATE_PLANES_BYTES``)."""
     x, y, p, _ = _fields(events, width, height, check=False)
     n = len(x)
     size = 2 * height * width
-    if n < max(PARALLEL_MIN_EVENTS, size) and n < 2**24:
-        # Fewer events than bins: per-thread planes would cost more than the counting.
-        out = np.zeros(size, np.float32)
-        if n and _histogram_direct(x, y, p, width, height, out):
+    threads = numba.get_num_threads()
+    if threads > 1 and n >= max(PARALLEL_MIN_EVENTS, size) and threads * size * 4 <= PRIVATE_PLANES_BYTES:
+        counts = np.zeros((threads, size), np.int32 if n < 2**31 else np.int64)
+        bad = np.zeros(threads, np.int64)
+        _histogram_counts(x, y, p, width, height, threads, counts, bad)
+        if bad.any():
             raise ValueError(range_error(x, y, p, width, height))
+        out = np.empty(size, np.float32)
+        _sum_planes(counts, out)
         return out.reshape(2, height, width)
-    chunks = numba.get_num_threads()
-    counts = np.zeros((chunks, size), np.int32 if n < 2**31 else np.int64)
-    bad = np.zeros(chunks, np.int64)
-    _histogram_counts(x, y, p, width, height, chunks, counts, bad)
-    if bad.any():
+    # One thread; float32 counts are exact below 2**24 events.
+    out = np.zeros(size, np.float32 if n < 2**24 else np.int64)
+    if n and _count_slice(x, y, p, 0, n, width, height, out):
         raise ValueError(range_error(x, y, p, width, height))
-    out = np.empty(size, np.float32)
-    _sum_planes(counts, out)
-    return out.reshape(2, height, width)
+    return out.astype(np.float32, copy=False).reshape(2, height, width)
 
 
 def binary_event_image(events, width, height):

@@ -17,7 +17,9 @@ What an update costs, per representation:
   changes at every step, so every value may change. The state below is updated in O(events
   changed); :meth:`output` then derives the frame from it in O(pixels) (O(A log A) for the two
   ranked surfaces, A the active pixels) -- a recomputation from per-pixel state, never a rescan
-  of the window's events.
+  of the window's events. This pays off for windows with many events per pixel; for windows of
+  far fewer events than pixels, recomputing the window with :func:`compute` is cheaper (see the
+  incremental table of ``benchmarks/representations.py`` in the README).
 * ``voxel_grid``: an event's weights depend on the window's time range, so every event's
   contribution changes at every step; :meth:`output` recomputes the grid from the window's events
   (kept in the state's ring), O(window events).
@@ -409,7 +411,7 @@ class IncrementalTimestampImage(_Stateful):
         s = self.state
         out = np.empty((4 if self.count_channels else 2, self.height * self.width), np.float32)
         count, tmax = s.count.reshape(2, -1), s.tmax.reshape(2, -1)
-        top = count.max(axis=1).astype(np.float64) if len(s) else np.zeros(2)
+        top = count.max(axis=1).astype(np.float64) if self.count_channels and len(s) else np.zeros(2)
         _latest_out(count, tmax, *(s.time_range() or (0, 0)), top, out, self.count_channels)
         return out.reshape(-1, self.height, self.width)
 
