@@ -348,10 +348,17 @@ def test_ctrl_c_ends_run_with_a_summary(recording, tmp_path):
         text=True,
     )
     time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
-    try:
-        stdout, stderr = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+    # On a fresh machine the first start-up can be slow enough that a Ctrl-C lands before the run
+    # loop; like a user, press it again until the run ends (at most 60 s).
+    stdout = stderr = None
+    for _ in range(30):
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if stdout is None:
         proc.kill()  # and close its pipes, so nothing leaks into later tests
         stdout, stderr = proc.communicate()
         pytest.fail(f"run did not end within 60 s of Ctrl-C; stderr:\n{stderr[-3000:]}")
