@@ -53,9 +53,15 @@ def _median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, float, fl
     return statistics.median(times), min(times), max(times)
 
 
-def _bincount_histogram(ev):
-    index = (1 - ev["p"].astype(np.int64)) * (W * H) + ev["y"].astype(np.int64) * W + ev["x"]
-    return np.bincount(index, minlength=2 * W * H).reshape(2, H, W).astype(np.float32)
+def _flat_index(ev, width=W, height=H):
+    """Each event's index in the flattened ``(2, height, width)`` histogram (ON plane first)."""
+    return (1 - ev["p"].astype(np.int64)) * (width * height) + ev["y"].astype(np.int64) * width + ev["x"]
+
+
+def numpy_histogram(ev, width=W, height=H):
+    """The baseline: the event histogram the plain numpy way (flat index, then ``np.bincount``)."""
+    counts = np.bincount(_flat_index(ev, width, height), minlength=2 * width * height)
+    return counts.reshape(2, height, width).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,9 +152,9 @@ def _evlib_peers(ev):
 
 def bench_throughput(n: int, repeats: int) -> dict:
     ev = _stream(n)
-    index = (1 - ev["p"].astype(np.int64)) * (W * H) + ev["y"].astype(np.int64) * W + ev["x"]
+    index = _flat_index(ev)
     baselines = {
-        "numpy histogram (index + np.bincount)": _median_seconds(lambda: _bincount_histogram(ev), repeats),
+        "numpy histogram (index + np.bincount)": _median_seconds(lambda: numpy_histogram(ev), repeats),
         "np.bincount alone (index precomputed)": _median_seconds(
             lambda: np.bincount(index, minlength=2 * W * H), repeats
         ),
@@ -217,16 +223,10 @@ def bench_real(n_min: int, repeats: int) -> list[dict]:
             ev, width, height = reader.read_all(), reader.width, reader.height
         ev = concat_events([ev] * max(1, -(-n_min // len(ev))))
 
-        def numpy_histogram(ev=ev, width=width, height=height):
-            index = (
-                (1 - ev["p"].astype(np.int64)) * (width * height) + ev["y"].astype(np.int64) * width + ev["x"]
-            )
-            return np.bincount(index, minlength=2 * width * height).astype(np.float32)
-
         ours = _median_seconds(lambda ev=ev, w=width, h=height: compute("event_histogram", ev, w, h), repeats)
-        base = _median_seconds(numpy_histogram, repeats)
+        base = _median_seconds(lambda ev=ev, w=width, h=height: numpy_histogram(ev, w, h), repeats)
         assert np.array_equal(
-            numpy_histogram().reshape(2, height, width), compute("event_histogram", ev, width, height)
+            numpy_histogram(ev, width, height), compute("event_histogram", ev, width, height)
         )
         rows.append(
             {

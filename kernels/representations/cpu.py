@@ -30,6 +30,8 @@ from .reference import (
     DIST_CLIP_RATE,
     DIST_PATCH_SIZE,
     check_events,
+    check_patch_size,
+    check_voxel_params,
     range_error,
     time_surface_params,
 )
@@ -328,11 +330,6 @@ def dist_plane(count, latest, earliest, alpha, patch_size, clip_rate):
     return dense_rank(value)
 
 
-def check_patch_size(patch_size):
-    if not isinstance(patch_size, int | np.integer) or patch_size < 1 or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size!r}")
-
-
 def dist(events, width, height, *, alpha=DIST_ALPHA, patch_size=DIST_PATCH_SIZE, clip_rate=DIST_CLIP_RATE):
     """numba version of :func:`reference.dist`."""
     check_patch_size(patch_size)
@@ -376,10 +373,7 @@ def _voxel(x, y, p, t, t_min, t_max, num_bins, measurement, out):
 def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
     """numba version of :func:`reference.voxel_grid` (one thread: the output of 2 x num_bins planes
     is too large to give each thread a private copy, and events of a window overlap in pixels)."""
-    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    if measurement not in _MEASUREMENTS:
-        raise ValueError(f"measurement must be one of {_MEASUREMENTS}, got {measurement!r}")
+    check_voxel_params(num_bins, measurement)
     x, y, p, t = _fields(events, width, height)
     out = np.zeros((2 * num_bins, height, width), np.float64)
     if len(t):

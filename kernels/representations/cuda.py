@@ -85,6 +85,8 @@ from .reference import (
     DIST_CLIP_RATE,
     DIST_PATCH_SIZE,
     _unpack,
+    check_patch_size,
+    check_voxel_params,
     time_surface_params,
 )
 
@@ -610,8 +612,7 @@ def sorted_time_surface(events, width, height, *, use_image=True):
 
 def dist(events, width, height, *, alpha=DIST_ALPHA, patch_size=DIST_PATCH_SIZE, clip_rate=DIST_CLIP_RATE):
     """numba-cuda version of :func:`reference.dist`; a float32 ``(2, H, W)`` device array."""
-    if not isinstance(patch_size, int | np.integer) or patch_size < 1 or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size!r}")
+    check_patch_size(patch_size)
     acc = _Accumulators(events, width, height)
     n_pixels = acc.n_pixels
     padded = _padded_length(n_pixels)
@@ -655,10 +656,7 @@ def dist(events, width, height, *, alpha=DIST_ALPHA, patch_size=DIST_PATCH_SIZE,
 def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
     """numba-cuda version of :func:`reference.voxel_grid`; a float32 ``(2 * num_bins, H, W)``
     device array."""
-    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    if measurement not in _MEASUREMENTS:
-        raise ValueError(f"measurement must be one of {_MEASUREMENTS}, got {measurement!r}")
+    check_voxel_params(num_bins, measurement)
     acc = _Accumulators(events, width, height, scatter=False)  # only the upload and the time range
     num_bins = int(num_bins)
     grid = cuda.device_array((2 * num_bins, acc.n_pixels), np.float64)

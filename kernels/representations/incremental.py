@@ -41,21 +41,22 @@ import numpy as np
 
 from ..events import EVENT_DTYPE
 from . import cpu
-from .reference import DIST_ALPHA, DIST_CLIP_RATE, DIST_PATCH_SIZE, range_error, time_surface_params
+from .reference import (
+    DIST_ALPHA,
+    DIST_CLIP_RATE,
+    DIST_PATCH_SIZE,
+    check_patch_size,
+    check_tau,
+    check_voxel_params,
+    range_error,
+    time_surface_params,
+)
 
 _NONE = np.int64(-1)
 
 
 # --------------------------------------------------------------------------------------------
 # numba kernels over the state's arrays
-
-
-@numba.njit(cache=True, nogil=True)
-def _first_bad(x, y, p, width, height):
-    for i in range(x.shape[0]):
-        if x[i] >= width or y[i] >= height or p[i] > 1:
-            return i
-    return -1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -198,7 +199,7 @@ def _fields(events, width, height, what):
     if events.dtype != EVENT_DTYPE or events.ndim != 1:
         raise TypeError(f"{what} events must be a 1-D EVENT_DTYPE array, got {events.dtype} {events.shape}")
     x, y, p, t = events["x"], events["y"], events["p"], events["t"]
-    if len(events) and _first_bad(x, y, p, width, height) >= 0:
+    if len(events) and cpu._first_bad(x, y, p, width, height) >= 0:
         raise ValueError(f"{what} events: {range_error(x, y, p, width, height)}")
     return x, y, p, t
 
@@ -433,8 +434,7 @@ class IncrementalTimeSurface(_Stateful):
 
     def __init__(self, width, height, *, tau_us=None, t_ref=None):
         super().__init__(width, height)
-        if tau_us is not None and not float(tau_us) > 0.0:
-            raise ValueError(f"tau_us must be positive, got {tau_us!r}")
+        check_tau(tau_us)
         self.tau_us, self.t_ref = tau_us, t_ref
 
     def output(self):
@@ -473,7 +473,7 @@ class IncrementalDist(_Stateful):
         self, width, height, *, alpha=DIST_ALPHA, patch_size=DIST_PATCH_SIZE, clip_rate=DIST_CLIP_RATE
     ):
         super().__init__(width, height)
-        cpu.check_patch_size(patch_size)
+        check_patch_size(patch_size)
         self.alpha, self.patch_size, self.clip_rate = alpha, patch_size, clip_rate
 
     def output(self):
@@ -494,7 +494,7 @@ class IncrementalVoxelGrid(_Stateful):
 
     def __init__(self, width, height, *, num_bins=9, measurement="count"):
         super().__init__(width, height)
-        cpu.voxel_grid(np.empty(0, EVENT_DTYPE), 1, 1, num_bins=num_bins, measurement=measurement)
+        check_voxel_params(num_bins, measurement)
         self.num_bins, self.measurement = num_bins, measurement
 
     def output(self):

@@ -85,6 +85,30 @@ def check_events(events, width, height) -> np.ndarray:
     return events
 
 
+def check_patch_size(patch_size) -> None:
+    """DiST's neighbourhood must be a positive odd size (centred on the pixel)."""
+    if not isinstance(patch_size, int | np.integer) or patch_size < 1 or patch_size % 2 == 0:
+        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size!r}")
+
+
+def check_voxel_params(num_bins, measurement) -> None:
+    """The voxel grid's bin count (a positive integer) and measurement (see ``voxel_grid``)."""
+    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+    if measurement not in _MEASUREMENTS:
+        raise ValueError(f"measurement must be one of {_MEASUREMENTS}, got {measurement!r}")
+
+
+def check_tau(tau_us) -> float | None:
+    """The time surface's decay constant in microseconds (None: the default), as a float > 0."""
+    if tau_us is None:
+        return None
+    tau = float(tau_us)
+    if not tau > 0.0:
+        raise ValueError(f"tau_us must be positive, got {tau_us!r}")
+    return tau
+
+
 def range_error(x, y, p, width, height) -> str | None:
     """Why events with these fields do not fit a ``width x height`` sensor, or None if they do."""
     if len(x):
@@ -360,8 +384,7 @@ def dist(
 
     ``patch_size`` must be odd (the pooling window is centred on the pixel).
     """
-    if not isinstance(patch_size, int | np.integer) or patch_size < 1 or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size!r}")
+    check_patch_size(patch_size)
     x, y, t, on = _unpack(events, width, height)
     tn = _normalised_time(t)
     out = np.zeros((2, height, width), np.float64)
@@ -451,10 +474,7 @@ def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
       timestamps;
     * ``i_bin / (C - 1)`` divides by zero for one bin; ``num_bins = 1`` is allowed here.
     """
-    if not isinstance(num_bins, int | np.integer) or isinstance(num_bins, bool) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
-    if measurement not in _MEASUREMENTS:
-        raise ValueError(f"measurement must be one of {_MEASUREMENTS}, got {measurement!r}")
+    check_voxel_params(num_bins, measurement)
     x, y, t, on = _unpack(events, width, height)
     tn = _normalised_time(t)
     out = np.zeros((2 * num_bins, height, width), np.float64)
@@ -477,12 +497,8 @@ def voxel_grid(events, width, height, *, num_bins=9, measurement="count"):
 def time_surface_params(t: np.ndarray, tau_us, t_ref) -> tuple[int, float]:
     """``(t_ref, tau)`` for :func:`time_surface` from its arguments and the timestamps ``t``."""
     t_ref = int(t.max()) if t_ref is None else int(t_ref)
-    if tau_us is None:
-        return t_ref, EXP_TAU * float(t.max() - t.min())
-    tau = float(tau_us)
-    if not tau > 0.0:
-        raise ValueError(f"tau_us must be positive, got {tau_us!r}")
-    return t_ref, tau
+    tau = check_tau(tau_us)
+    return t_ref, EXP_TAU * float(t.max() - t.min()) if tau is None else tau
 
 
 def time_surface(events, width, height, *, tau_us=None, t_ref=None):
