@@ -2,11 +2,15 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "async_engine.hpp"
 #include "decoders.hpp"
 #include "encoders.hpp"
 #include "histogram.hpp"
@@ -164,10 +168,196 @@ std::pair<void*, size_t> writable_arg(const py::buffer& b, const char* name) {
     return {info.ptr, size_t(info.size * info.itemsize)};
 }
 
+
+// ---- asynchronous engine arguments ----
+
+// A float32 array of exactly `shape` (-1 = any), C-contiguous; names the argument when it is not.
+py::array_t<float> float_arg(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+    if (!a.dtype().is(py::dtype::of<float>()))
+        throw std::invalid_argument(std::string(name) + " must be float32, got " + py::str(a.dtype()).cast<std::string>());
+    bool ok = a.ndim() == py::ssize_t(shape.size());
+    for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(py::ssize_t(i)) == shape[i];
+    if (!ok) {
+        std::string want = "(", got = "(";
+        for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + (shape[i] < 0 ? std::string("N") : std::to_string(shape[i]));
+        for (py::ssize_t i = 0; i < a.ndim(); ++i) got += (i ? ", " : "") + std::to_string(a.shape(i));
+        throw std::invalid_argument(std::string(name) + " must have shape " + want + "), got " + got + ")");
+    }
+    auto c = py::array_t<float, py::array::c_style>::ensure(a);
+    const float* v = c.data();
+    for (py::ssize_t i = 0; i < c.size(); ++i)
+        if (!std::isfinite(v[i])) throw std::invalid_argument(std::string(name) + " holds a non-finite value at flat index " + std::to_string(i));
+    return c;
+}
+
+std::vector<float> float_vector(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+    auto c = float_arg(a, name, std::move(shape));
+    return std::vector<float>(c.data(), c.data() + c.size());
+}
+
+async::ConvMode conv_mode_arg(const std::string& mode) {
+    if (mode == "submanifold") return async::ConvMode::Submanifold;
+    if (mode == "sparse") return async::ConvMode::Sparse;
+    if (mode == "dense") return async::ConvMode::Dense;
+    throw std::invalid_argument("mode must be 'submanifold', 'sparse' or 'dense', got '" + mode + "'");
+}
+
+py::tuple map_copy(const async::Map& m) {
+    py::array_t<float> values({py::ssize_t(m.height), py::ssize_t(m.width), py::ssize_t(m.channels)});
+    std::copy(m.values.begin(), m.values.end(), values.mutable_data());
+    py::array_t<bool> active({py::ssize_t(m.height), py::ssize_t(m.width)});
+    std::transform(m.active.begin(), m.active.end(), active.mutable_data(), [](uint8_t a) { return a != 0; });
+    return py::make_tuple(values, active);
+}
+
+void bind_async(py::module_& m) {
+    using async::Engine;
+    py::class_<Engine>(m, "AsyncEngine",
+                       "Asynchronous sparse CNN (kernels/csrc/async_engine.hpp): layers are appended in order, "
+                       "then update()/batch() feed the input map (height x width x channels).")
+        .def(py::init<int, int, int>(), py::arg("height"), py::arg("width"), py::arg("channels"))
+        .def(
+            "add_conv",
+            [](Engine& self, const py::array& weight, const py::array& bias, int stride, int padding,
+               const std::string& mode, bool relu) {
+                if (weight.ndim() != 4 || weight.shape(0) != weight.shape(1))
+                    throw std::invalid_argument("weight must have shape (k, k, in_channels, out_channels)");
+                const int k = int(weight.shape(0)), cin = int(weight.shape(2)), cout = int(weight.shape(3));
+                auto w = float_vector(weight, "weight", {k, k, cin, cout});
+                auto b = float_vector(bias, "bias", {cout});
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.add_conv(cin, cout, k, stride, padding, conv_mode_arg(mode), relu, std::move(w), std::move(b));
+            },
+            py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"), py::arg("mode"), py::arg("relu"),
+            "Appends a k x k convolution (weight (k, k, in, out) float32, bias (out,)); mode 'submanifold', "
+            "'sparse' or 'dense'.")
+        .def(
+            "add_maxpool",
+            [](Engine& self, int size, int stride) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.add_maxpool(size, stride);
+            },
+            py::arg("size"), py::arg("stride"), "Appends sparse max pooling (size x size windows, no padding).")
+        .def(
+            "add_linear",
+            [](Engine& self, const py::array& weight, const py::array& bias, uint64_t dense_flops) {
+                if (weight.ndim() != 3) throw std::invalid_argument("weight must have shape (sites, channels, outputs)");
+                const py::ssize_t sites = weight.shape(0), c = weight.shape(1), n = weight.shape(2);
+                auto w = float_vector(weight, "weight", {sites, c, n});
+                auto b = float_vector(bias, "bias", {n});
+                std::lock_guard<std::mutex> lock(self.mutex);
+                const auto& last = self.last_map();
+                if (sites != py::ssize_t(last.sites()) || c != last.channels)
+                    throw std::invalid_argument("weight must have shape (" + std::to_string(last.sites()) + ", " +
+                                                std::to_string(last.channels) + ", outputs) for the previous layer");
+                self.add_linear(int(n), std::move(w), std::move(b), dense_flops);
+            },
+            py::arg("weight"), py::arg("bias"), py::arg("dense_flops"),
+            "Appends a fully connected layer over the whole map (weight (sites, channels, outputs)).")
+        .def(
+            "update",
+            [](Engine& self, const py::array& sites, const py::array& values) {
+                const char kind = sites.dtype().kind();
+                if (kind != 'i' && kind != 'u')
+                    throw std::invalid_argument("sites must be an integer array, got " + py::str(sites.dtype()).cast<std::string>());
+                if (sites.ndim() != 2 || sites.shape(1) != 2)
+                    throw std::invalid_argument("sites must have shape (N, 2) holding (row, column) pairs");
+                const py::ssize_t n = sites.shape(0);
+                auto v = float_arg(values, "values", {n, py::ssize_t(self.input().channels)});
+                auto s = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(sites);
+                std::vector<int32_t> ys(static_cast<size_t>(n)), xs(static_cast<size_t>(n));
+                const int64_t* p = s.data();
+                for (py::ssize_t i = 0; i < n; ++i) {
+                    const int64_t y = p[2 * i], x = p[2 * i + 1];
+                    if (y < 0 || x < 0 || y >= self.input().height || x >= self.input().width)
+                        throw std::invalid_argument("site " + std::to_string(i) + " (row " + std::to_string(y) + ", column " +
+                                                    std::to_string(x) + ") is outside the " + std::to_string(self.input().height) +
+                                                    "x" + std::to_string(self.input().width) + " input");
+                    ys[size_t(i)] = int32_t(y);
+                    xs[size_t(i)] = int32_t(x);
+                }
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.update(ys.data(), xs.data(), v.data(), size_t(n));
+            },
+            py::arg("sites"), py::arg("values"),
+            "Sets input sites (N, 2) of (row, column) to values (N, channels) float32; all-zero values deactivate.")
+        .def(
+            "batch",
+            [](Engine& self, const py::array& dense) {
+                const auto& in = self.input();
+                auto v = float_arg(dense, "dense", {in.height, in.width, in.channels});
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.batch(v.data());
+            },
+            py::arg("dense"), "Computes from scratch for a dense (height, width, channels) float32 input.")
+        .def(
+            "reset",
+            [](Engine& self) {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.reset();
+            },
+            "Empties the input and every layer.")
+        .def_property_readonly("num_layers", [](Engine& self) { return self.num_layers(); })
+        .def(
+            "output",
+            [](Engine& self, int layer) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                if (layer < 0) layer += int(self.num_layers());
+                if (layer < 0 || size_t(layer) >= self.num_layers())
+                    throw std::invalid_argument("layer index out of range");
+                return map_copy(self.output(size_t(layer)));
+            },
+            py::arg("layer"), "(values (H, W, C) float32, active (H, W) bool) copies of a layer's output.")
+        .def(
+            "input",
+            [](Engine& self) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                return map_copy(self.input());
+            },
+            "(values, active) copies of the input map.")
+        .def(
+            "logits",
+            [](Engine& self) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                const auto& out = self.last_map();
+                py::array_t<float> a(py::ssize_t(out.values.size()));
+                std::copy(out.values.begin(), out.values.end(), a.mutable_data());
+                return a;
+            },
+            "The last layer's values, flattened (a copy).")
+        .def(
+            "layers",
+            [](Engine& self) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                py::list out;
+                for (size_t i = 0; i < self.num_layers(); ++i) {
+                    const auto& l = self.layer(i);
+                    const auto& c = l.counts;
+                    py::dict d;
+                    d["kind"] = l.kind();
+                    d["shape"] = py::make_tuple(l.output().height, l.output().width, l.output().channels);
+                    d["flops"] = c.flops;
+                    d["dense_flops"] = c.dense_flops;
+                    d["rules"] = c.rules;
+                    d["changed_in"] = c.changed_in;
+                    d["changed_out"] = c.changed_out;
+                    d["cone_out"] = c.cone_out;
+                    out.append(d);
+                }
+                return out;
+            },
+            "Per layer: kind, output shape and the counts of the last update (flops = asynchronous sparse, "
+            "dense_flops = asynchronous dense over the cone of influence).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "evstream's C++ core: event decoders and encoders.";
+    m.doc() = "evstream's C++ core: event decoders and encoders, ring buffer, asynchronous sparse CNN engine.";
+    bind_async(m);
 
     bind_decoder<Evt2Decoder, uint32_t, uint32_t>(m, "Evt2Decoder", "Prophesee EVT 2.0 decoder (width, height; 0 = unchecked).");
     bind_decoder<Evt21Decoder, uint32_t, uint32_t>(m, "Evt21Decoder", "Prophesee EVT 2.1 decoder (width, height).");

@@ -1,0 +1,530 @@
+#include "async_engine.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// The matrix products are compiled for AVX-512 and AVX2 as well as the portable baseline and the
+// best is picked at load time (GCC function multi-versioning), so portable wheels stay fast.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define EVS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define EVS_CLONES
+#endif
+#define EVS_INLINE inline __attribute__((always_inline))
+
+namespace evs::async {
+
+namespace {
+
+void require(bool ok, const std::string& what) {
+    if (!ok) throw std::invalid_argument(what);
+}
+
+// RB rows x CB columns (from j0) of out += in . w, accumulated in registers.
+template <int RB, int CB>
+EVS_INLINE void gemm_block(const float* const* a, float* const* c, const float* w, int cin, int cout, int j0) {
+    float acc[RB][CB] = {};
+    for (int k = 0; k < cin; ++k) {
+        const float* wr = w + size_t(k) * size_t(cout) + size_t(j0);
+        for (int r = 0; r < RB; ++r) {
+            const float x = a[r][k];
+            for (int j = 0; j < CB; ++j) acc[r][j] += x * wr[j];
+        }
+    }
+    for (int r = 0; r < RB; ++r)
+        for (int j = 0; j < CB; ++j) c[r][j0 + j] += acc[r][j];
+}
+
+template <int RB>
+EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const float* w, int cin, int cout) {
+    int j0 = 0;
+    for (; j0 + 32 <= cout; j0 += 32) gemm_block<RB, 32>(a, c, w, cin, cout, j0);
+    for (; j0 + 8 <= cout; j0 += 8) gemm_block<RB, 8>(a, c, w, cin, cout, j0);
+    if (j0 == cout) return;
+    for (int r = 0; r < RB; ++r)
+        for (int k = 0; k < cin; ++k) {
+            const float x = a[r][k];
+            const float* wr = w + size_t(k) * size_t(cout);
+            for (int j = j0; j < cout; ++j) c[r][j] += x * wr[j];
+        }
+}
+
+}  // namespace
+
+EVS_CLONES void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout) {
+    size_t r = 0;
+    for (; r + 4 <= m; r += 4) gemm_rows_block<4>(a + r, c + r, w, cin, cout);
+    for (; r < m; ++r) gemm_rows_block<1>(a + r, c + r, w, cin, cout);
+}
+
+void Map::allocate(int h, int w, int c) {
+    height = h;
+    width = w;
+    channels = c;
+    values.assign(size_t(h) * size_t(w) * size_t(c), 0.0f);
+    active.assign(size_t(h) * size_t(w), 0);
+}
+
+void SiteSet::clear() {
+    list.clear();
+    if (++epoch_ == 0) {  // wrapped after 2^32 updates: forget every stamp once
+        std::fill(stamp_.begin(), stamp_.end(), 0u);
+        epoch_ = 1;
+    }
+}
+
+// --------------------------------------------------------------------------------------------
+// Convolution
+
+ConvLayer::ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int stride, int padding, ConvMode mode,
+                     bool relu, std::vector<float> weights, std::vector<float> bias)
+    : in_h_(in_h), in_w_(in_w), cin_(cin), cout_(cout), k_(ksize), s_(stride), p_(padding), mode_(mode),
+      relu_(relu), w_(std::move(weights)), b_(std::move(bias)) {
+    require(cin > 0 && cout > 0, "convolution channels must be positive");
+    require(ksize > 0 && stride > 0 && padding >= 0 && padding < ksize, "bad convolution geometry");
+    require(w_.size() == size_t(ksize) * size_t(ksize) * size_t(cin) * size_t(cout),
+            "convolution weights must have ksize*ksize*cin*cout values");
+    require(b_.size() == size_t(cout), "convolution bias must have cout values");
+    int oh = (in_h + 2 * padding - ksize) / stride + 1, ow = (in_w + 2 * padding - ksize) / stride + 1;
+    if (mode == ConvMode::Submanifold) {
+        require(stride == 1 && 2 * padding + 1 == ksize, "a submanifold convolution keeps the map size");
+        oh = in_h;
+        ow = in_w;
+    }
+    require(in_h + 2 * padding >= ksize && in_w + 2 * padding >= ksize, "convolution window larger than its input");
+    out_.allocate(oh, ow, cout);
+    pre_.assign(size_t(oh) * size_t(ow) * size_t(cout), 0.0f);
+    if (mode == ConvMode::Sparse) in_count_.assign(size_t(oh) * size_t(ow), 0);
+    touched_.resize(oh * ow);
+    cone_.resize(oh * ow);
+    status_.assign(size_t(oh) * size_t(ow), None);
+    a_rows_.resize(size_t(ksize) * size_t(ksize));
+    c_rows_.resize(size_t(ksize) * size_t(ksize));
+    old_.resize(size_t(cout));
+    reset();
+}
+
+std::string ConvLayer::kind() const {
+    switch (mode_) {
+        case ConvMode::Submanifold:
+            return "submanifold_conv";
+        case ConvMode::Sparse:
+            return "sparse_conv";
+        default:
+            return "dense_conv";
+    }
+}
+
+void ConvLayer::reset() {
+    std::fill(out_.active.begin(), out_.active.end(), 0);
+    std::fill(in_count_.begin(), in_count_.end(), 0);
+    if (mode_ != ConvMode::Dense) {
+        std::fill(pre_.begin(), pre_.end(), 0.0f);
+        std::fill(out_.values.begin(), out_.values.end(), 0.0f);
+        return;
+    }
+    // A dense convolution of an empty map is its bias everywhere.
+    const int sites = out_.sites();
+    for (int o = 0; o < sites; ++o) {
+        std::copy(b_.begin(), b_.end(), pre_.begin() + ptrdiff_t(o) * cout_);
+        float* z = out_.row(o);
+        for (int c = 0; c < cout_; ++c) z[c] = relu_ && b_[size_t(c)] < 0 ? 0.0f : b_[size_t(c)];
+        out_.active[size_t(o)] = 1;
+    }
+}
+
+// Calls f(offset, out_site) for every output whose window holds input site `in_site`.
+template <typename F>
+void ConvLayer::for_outputs(int32_t in_site, F f) const {
+    const int cy = in_site / in_w_, cx = in_site % in_w_;
+    const int oh = out_.height, ow = out_.width;
+    for (int dy = 0; dy < k_; ++dy) {
+        const int ny = cy + p_ - dy;
+        if (ny < 0 || ny % s_) continue;
+        const int oy = ny / s_;
+        if (oy >= oh) continue;
+        for (int dx = 0; dx < k_; ++dx) {
+            const int nx = cx + p_ - dx;
+            if (nx < 0 || nx % s_) continue;
+            const int ox = nx / s_;
+            if (ox >= ow) continue;
+            f(dy * k_ + dx, oy * ow + ox);
+        }
+    }
+}
+
+void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_changes) {
+    counts = Counts{};
+    counts.changed_in = changes.size();
+    out_changes.clear(cout_);
+    touched_.clear();
+    pairs_.clear();
+    const size_t n = changes.size();
+    delta_.resize(n * size_t(cin_));
+    for (size_t i = 0; i < n; ++i) {
+        const int32_t site = changes.sites[i];
+        const float* now = in.row(site);
+        const float* old = changes.old_values.data() + i * size_t(cin_);
+        float* d = delta_.data() + i * size_t(cin_);
+        for (int c = 0; c < cin_; ++c) d[c] = now[c] - old[c];
+        const int activity = int(in.active[size_t(site)]) - int(changes.was_active[i]);
+        for_outputs(site, [&](int offset, int32_t o) {
+            touched_.insert(o);
+            pairs_.push_back({int32_t(i), offset, o});
+            if (mode_ == ConvMode::Sparse) in_count_[size_t(o)] += activity;
+        });
+    }
+    for (int32_t o : touched_.list) {
+        const bool was = out_.active[size_t(o)];
+        const bool now = mode_ == ConvMode::Submanifold ? in.active[size_t(o)] != 0
+                         : mode_ == ConvMode::Sparse    ? in_count_[size_t(o)] > 0
+                                                        : true;
+        status_[size_t(o)] = was && now ? Persist : now ? New : was ? Removed : None;
+    }
+    for (auto& r : a_rows_) r.clear();
+    for (auto& r : c_rows_) r.clear();
+    // Outputs that stay active: out += W_k (x_new - x_old).
+    uint64_t delta_rules = 0;
+    for (const Pair& pr : pairs_) {
+        if (status_[size_t(pr.out)] != Persist) continue;
+        a_rows_[size_t(pr.offset)].push_back(delta_.data() + size_t(pr.change) * size_t(cin_));
+        c_rows_[size_t(pr.offset)].push_back(pre_.data() + size_t(pr.out) * size_t(cout_));
+        ++delta_rules;
+    }
+    // Outputs that become active: bias + the whole window; outputs that become inactive: zero.
+    uint64_t new_rules = 0;
+    const int ow = out_.width;
+    for (int32_t o : touched_.list) {
+        float* pre = pre_.data() + size_t(o) * size_t(cout_);
+        if (status_[size_t(o)] == Removed) {
+            std::fill(pre, pre + cout_, 0.0f);
+            continue;
+        }
+        if (status_[size_t(o)] != New) continue;
+        std::copy(b_.begin(), b_.end(), pre);
+        const int oy = o / ow, ox = o % ow;
+        for (int dy = 0; dy < k_; ++dy) {
+            const int iy = oy * s_ - p_ + dy;
+            if (iy < 0 || iy >= in_h_) continue;
+            for (int dx = 0; dx < k_; ++dx) {
+                const int ix = ox * s_ - p_ + dx;
+                if (ix < 0 || ix >= in_w_) continue;
+                const int32_t i = iy * in_w_ + ix;
+                if (!in.active[size_t(i)]) continue;
+                a_rows_[size_t(dy * k_ + dx)].push_back(in.row(i));
+                c_rows_[size_t(dy * k_ + dx)].push_back(pre);
+                ++new_rules;
+            }
+        }
+    }
+    const size_t kk = size_t(k_) * size_t(k_);
+    for (size_t off = 0; off < kk; ++off) {
+        if (a_rows_[off].empty()) continue;
+        gemm_rows(a_rows_[off].size(), a_rows_[off].data(), c_rows_[off].data(), w_.data() + off * size_t(cin_) * size_t(cout_),
+                  cin_, cout_);
+    }
+    counts.rules = delta_rules + new_rules;
+    counts.flops = 2 * counts.rules * uint64_t(cin_) * uint64_t(cout_) + (delta_rules ? n * uint64_t(cin_) : 0);
+    // Activation; report the outputs that changed.
+    for (int32_t o : touched_.list) {
+        const Status st = Status(status_[size_t(o)]);
+        if (st == None) continue;
+        float* z = out_.row(o);
+        const bool was = out_.active[size_t(o)];
+        std::copy(z, z + cout_, old_.begin());
+        bool changed = st != Persist;
+        if (st == Removed) {
+            std::fill(z, z + cout_, 0.0f);
+            out_.active[size_t(o)] = 0;
+        } else {
+            const float* pre = pre_.data() + size_t(o) * size_t(cout_);
+            for (int c = 0; c < cout_; ++c) {
+                const float v = relu_ ? (pre[c] > 0.0f ? pre[c] : 0.0f) : pre[c];
+                changed |= v != z[c];
+                z[c] = v;
+            }
+            out_.active[size_t(o)] = 1;
+            if (relu_) counts.flops += uint64_t(cout_);
+        }
+        if (changed) out_changes.add(o, old_.data(), was);
+    }
+    counts.changed_out = out_changes.size();
+}
+
+void ConvLayer::cone(const std::vector<int32_t>& in_cone) {
+    cone_.clear();
+    for (int32_t site : in_cone) for_outputs(site, [&](int, int32_t o) { cone_.insert(o); });
+    counts.cone_out = cone_.list.size();
+    const uint64_t per_site = (2 * uint64_t(k_) * uint64_t(k_) * uint64_t(cin_) - 1) * uint64_t(cout_) +
+                              (relu_ ? uint64_t(cout_) : 0);
+    counts.dense_flops = counts.cone_out * per_site;
+}
+
+// --------------------------------------------------------------------------------------------
+// Max pooling
+
+MaxPoolLayer::MaxPoolLayer(int in_h, int in_w, int channels, int size, int stride)
+    : in_w_(in_w), c_(channels), k_(size), s_(stride) {
+    require(size > 0 && stride > 0, "max pooling size and stride must be positive");
+    require(in_h >= size && in_w >= size, "max pooling window larger than its input");
+    const int oh = (in_h - size) / stride + 1, ow = (in_w - size) / stride + 1;
+    out_.allocate(oh, ow, channels);
+    touched_.resize(oh * ow);
+    cone_.resize(oh * ow);
+    scratch_.resize(size_t(channels));
+}
+
+void MaxPoolLayer::reset() {
+    std::fill(out_.values.begin(), out_.values.end(), 0.0f);
+    std::fill(out_.active.begin(), out_.active.end(), 0);
+}
+
+template <typename F>
+void MaxPoolLayer::for_outputs(int32_t in_site, F f) const {
+    const int cy = in_site / in_w_, cx = in_site % in_w_;
+    // outputs o with o * s <= c <= o * s + k - 1
+    const int y0 = cy - k_ + 1 <= 0 ? 0 : (cy - k_ + 1 + s_ - 1) / s_, y1 = std::min(cy / s_, out_.height - 1);
+    const int x0 = cx - k_ + 1 <= 0 ? 0 : (cx - k_ + 1 + s_ - 1) / s_, x1 = std::min(cx / s_, out_.width - 1);
+    for (int oy = y0; oy <= y1; ++oy)
+        for (int ox = x0; ox <= x1; ++ox) f(oy * out_.width + ox);
+}
+
+void MaxPoolLayer::update(const Map& in, const Changes& changes, Changes& out_changes) {
+    counts = Counts{};
+    counts.changed_in = changes.size();
+    out_changes.clear(c_);
+    touched_.clear();
+    for (int32_t site : changes.sites) for_outputs(site, [&](int32_t o) { touched_.insert(o); });
+    const int ow = out_.width;
+    float* m = scratch_.data();
+    for (int32_t o : touched_.list) {
+        const int oy = o / ow, ox = o % ow;
+        bool any = false;
+        std::fill(m, m + c_, -std::numeric_limits<float>::infinity());
+        for (int dy = 0; dy < k_; ++dy)
+            for (int dx = 0; dx < k_; ++dx) {
+                const int32_t i = (oy * s_ + dy) * in_w_ + ox * s_ + dx;
+                if (!in.active[size_t(i)]) continue;
+                any = true;
+                const float* x = in.row(i);
+                for (int c = 0; c < c_; ++c) m[c] = std::max(m[c], x[c]);
+            }
+        if (!any) std::fill(m, m + c_, 0.0f);
+        float* z = out_.row(o);
+        const bool was = out_.active[size_t(o)];
+        if (was != any || std::memcmp(m, z, sizeof(float) * size_t(c_)) != 0) {
+            out_changes.add(o, z, was);
+            std::copy(m, m + c_, z);
+            out_.active[size_t(o)] = any;
+        }
+    }
+    counts.rules = touched_.list.size() * uint64_t(k_) * uint64_t(k_);
+    counts.flops = counts.rules * uint64_t(c_);
+    counts.changed_out = out_changes.size();
+}
+
+void MaxPoolLayer::cone(const std::vector<int32_t>& in_cone) {
+    cone_.clear();
+    for (int32_t site : in_cone) for_outputs(site, [&](int32_t o) { cone_.insert(o); });
+    counts.cone_out = cone_.list.size();
+    counts.dense_flops = counts.cone_out * uint64_t(k_) * uint64_t(k_) * uint64_t(c_);
+}
+
+// --------------------------------------------------------------------------------------------
+// Fully connected
+
+LinearLayer::LinearLayer(int in_h, int in_w, int channels, int outputs, std::vector<float> weights,
+                         std::vector<float> bias, uint64_t dense_flops)
+    : sites_(in_h * in_w), c_(channels), n_(outputs), dense_flops_(dense_flops), w_(std::move(weights)),
+      b_(std::move(bias)) {
+    require(outputs > 0, "a linear layer needs outputs");
+    require(w_.size() == size_t(sites_) * size_t(c_) * size_t(n_),
+            "linear weights must have sites*channels*outputs values");
+    require(b_.size() == size_t(n_), "linear bias must have one value per output");
+    out_.allocate(1, 1, outputs);
+    cone_.resize(1);
+    old_.resize(size_t(n_));
+    reset();
+}
+
+void LinearLayer::reset() {
+    std::copy(b_.begin(), b_.end(), out_.values.begin());
+    out_.active[0] = 1;
+}
+
+void LinearLayer::update(const Map& in, const Changes& changes, Changes& out_changes) {
+    counts = Counts{};
+    counts.changed_in = changes.size();
+    out_changes.clear(n_);
+    if (changes.size() == 0) return;
+    float* y = out_.row(0);
+    std::copy(y, y + n_, old_.begin());
+    delta_.resize(size_t(c_));
+    const float* a = delta_.data();
+    for (size_t i = 0; i < changes.size(); ++i) {
+        const int32_t site = changes.sites[i];
+        const float* now = in.row(site);
+        const float* old = changes.old_values.data() + i * size_t(c_);
+        for (int c = 0; c < c_; ++c) delta_[size_t(c)] = now[c] - old[c];
+        gemm_rows(1, &a, &y, w_.data() + size_t(site) * size_t(c_) * size_t(n_), c_, n_);
+    }
+    counts.rules = changes.size();
+    counts.flops = counts.rules * (2 * uint64_t(c_) * uint64_t(n_) + uint64_t(c_));
+    out_changes.add(0, old_.data(), true);
+    counts.changed_out = 1;
+}
+
+void LinearLayer::cone(const std::vector<int32_t>& in_cone) {
+    cone_.clear();
+    if (!in_cone.empty()) cone_.insert(0);
+    counts.cone_out = cone_.list.size();
+    counts.dense_flops = counts.cone_out ? dense_flops_ : 0;
+}
+
+// --------------------------------------------------------------------------------------------
+// Engine
+
+Engine::Engine(int height, int width, int channels) {
+    require(height > 0 && width > 0 && channels > 0, "engine input size and channels must be positive");
+    input_.allocate(height, width, channels);
+    input_sites_.resize(height * width);
+}
+
+void Engine::check_input(int h, int w, int c, const char* what) const {
+    (void)h;
+    (void)w;
+    const Map& last = last_map();
+    require(c == last.channels, std::string(what) + ": expected " + std::to_string(last.channels) +
+                                    " input channels (the previous layer's), got " + std::to_string(c));
+}
+
+void Engine::add_conv(int cin, int cout, int ksize, int stride, int padding, ConvMode mode, bool relu,
+                      std::vector<float> weights, std::vector<float> bias) {
+    const Map& last = last_map();
+    check_input(last.height, last.width, cin, "convolution");
+    layers_.push_back(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode,
+                                                  relu, std::move(weights), std::move(bias)));
+    reset();
+}
+
+void Engine::add_maxpool(int size, int stride) {
+    const Map& last = last_map();
+    layers_.push_back(std::make_unique<MaxPoolLayer>(last.height, last.width, last.channels, size, stride));
+    reset();
+}
+
+void Engine::add_linear(int outputs, std::vector<float> weights, std::vector<float> bias, uint64_t dense_flops) {
+    const Map& last = last_map();
+    layers_.push_back(std::make_unique<LinearLayer>(last.height, last.width, last.channels, outputs,
+                                                    std::move(weights), std::move(bias), dense_flops));
+    reset();
+}
+
+void Engine::reset() {
+    std::fill(input_.values.begin(), input_.values.end(), 0.0f);
+    std::fill(input_.active.begin(), input_.active.end(), 0);
+    // Each layer's reset state is that of an all-zero input; a layer after a dense one (whose
+    // empty-input output is not zero) is then brought up to date with its actual input.
+    const Map* in = &input_;
+    for (auto& layer : layers_) {
+        layer->reset();
+        Changes& all = changes_a_;
+        all.clear(in->channels);
+        for (int s = 0; s < in->sites(); ++s)
+            if (in->active[size_t(s)]) {
+                all.sites.push_back(s);
+                all.was_active.push_back(0);
+            }
+        if (all.size()) {
+            all.old_values.assign(all.size() * size_t(in->channels), 0.0f);
+            layer->update(*in, all, changes_b_);
+        }
+        in = &layer->output();
+    }
+}
+
+void Engine::update(const int32_t* ys, const int32_t* xs, const float* values, size_t n) {
+    const int h = input_.height, w = input_.width, c = input_.channels;
+    for (size_t i = 0; i < n; ++i)
+        if (ys[i] < 0 || ys[i] >= h || xs[i] < 0 || xs[i] >= w)
+            throw std::invalid_argument("site " + std::to_string(i) + " (y=" + std::to_string(ys[i]) +
+                                        ", x=" + std::to_string(xs[i]) + ") is outside the " + std::to_string(h) +
+                                        "x" + std::to_string(w) + " input");
+    // Record each site's state before its first write; a site given twice keeps its last value.
+    Changes& ch = changes_a_;
+    ch.clear(c);
+    input_sites_.clear();
+    for (size_t i = 0; i < n; ++i) {
+        const int32_t site = ys[i] * w + xs[i];
+        float* row = input_.row(site);
+        if (input_sites_.insert(site)) ch.add(site, row, input_.active[size_t(site)]);
+        const float* v = values + i * size_t(c);
+        bool any = false;
+        for (int k = 0; k < c; ++k) {
+            row[k] = v[k];
+            any |= v[k] != 0.0f;
+        }
+        input_.active[size_t(site)] = any;
+    }
+    // Drop the sites left as they were.
+    size_t kept = 0;
+    for (size_t i = 0; i < ch.size(); ++i) {
+        const int32_t site = ch.sites[i];
+        const float* old = ch.old_values.data() + i * size_t(c);
+        if (bool(ch.was_active[i]) == bool(input_.active[size_t(site)]) &&
+            std::memcmp(old, input_.row(site), sizeof(float) * size_t(c)) == 0)
+            continue;
+        if (kept != i) {
+            ch.sites[kept] = site;
+            ch.was_active[kept] = ch.was_active[i];
+            std::memmove(ch.old_values.data() + kept * size_t(c), old, sizeof(float) * size_t(c));
+        }
+        ++kept;
+    }
+    ch.sites.resize(kept);
+    ch.was_active.resize(kept);
+    ch.old_values.resize(kept * size_t(c));
+    propagate(ch);
+}
+
+void Engine::batch(const float* dense) {
+    reset();
+    const int c = input_.channels, sites = input_.sites();
+    Changes& ch = changes_a_;
+    ch.clear(c);
+    std::copy(dense, dense + size_t(sites) * size_t(c), input_.values.begin());
+    for (int s = 0; s < sites; ++s) {
+        const float* row = input_.row(s);
+        bool any = false;
+        for (int k = 0; k < c; ++k) any |= row[k] != 0.0f;
+        input_.active[size_t(s)] = any;
+        if (any) {
+            ch.sites.push_back(s);
+            ch.was_active.push_back(0);
+        }
+    }
+    ch.old_values.assign(ch.sites.size() * size_t(c), 0.0f);
+    propagate(ch);
+}
+
+void Engine::propagate(Changes& in_changes) {
+    Changes* cur = &in_changes;
+    Changes* next = cur == &changes_a_ ? &changes_b_ : &changes_a_;
+    const Map* in = &input_;
+    input_cone_ = in_changes.sites;
+    const std::vector<int32_t>* cone = &input_cone_;
+    for (auto& layer : layers_) {
+        layer->update(*in, *cur, *next);
+        layer->cone(*cone);
+        cone = &layer->cone_sites();
+        in = &layer->output();
+        std::swap(cur, next);
+    }
+}
+
+}  // namespace evs::async

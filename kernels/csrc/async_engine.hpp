@@ -1,0 +1,223 @@
+// Asynchronous sparse convolutional network (asynet, ECCV 2020), exact under additions AND
+// deletions: each layer keeps its own state and, given the sites of its input that changed (with
+// their previous values), updates only the outputs those sites reach.
+//
+// Maps are dense and site-major: value (y * width + x) * channels + c, plus an activity flag per
+// site; inactive sites hold zeros. Storage is allocated once per engine; an update touches only the
+// changed sites (no feature-map copies).
+//
+// Layers:
+//   ConvLayer  k x k convolution, stride, padding, in three activity modes:
+//                submanifold  output active where the input is active (stride 1, same size)
+//                sparse       output active where its window holds an active input
+//                dense        every output active (a plain convolution over the zero-filled map)
+//              plus bias (batch norm folded in) and optional ReLU. Outputs that stay active are
+//              updated by out += W_k (x_new - x_old) over the changed inputs, one gathered matrix
+//              product per kernel offset; outputs that become active are computed from scratch;
+//              outputs that become inactive are zeroed.
+//   MaxPool    sparse max pooling ('valid' windows): the outputs whose window holds a changed
+//              input are recomputed (a maximum cannot be updated by differences).
+//   Linear     fully connected over the whole map (torch's flatten order, or global average
+//              pooling folded into the weights), updated by differences.
+//
+// Every layer counts, per update, the FLOPs of the asynchronous sparse computation it did and of
+// the asynchronous dense computation (the dense network recomputed over the cone of influence of
+// the changed input sites).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace evs::async {
+
+struct Map {
+    int height = 0, width = 0, channels = 0;
+    std::vector<float> values;    // sites x channels
+    std::vector<uint8_t> active;  // sites
+
+    void allocate(int h, int w, int c);
+    int sites() const { return height * width; }
+    float* row(int32_t site) { return values.data() + size_t(site) * size_t(channels); }
+    const float* row(int32_t site) const { return values.data() + size_t(site) * size_t(channels); }
+};
+
+// The sites of a map that changed in one update, with their state before it.
+struct Changes {
+    int channels = 0;
+    std::vector<int32_t> sites;
+    std::vector<float> old_values;  // sites.size() x channels
+    std::vector<uint8_t> was_active;
+
+    void clear(int c) {
+        channels = c;
+        sites.clear();
+        old_values.clear();
+        was_active.clear();
+    }
+    void add(int32_t site, const float* old, bool was) {
+        sites.push_back(site);
+        old_values.insert(old_values.end(), old, old + channels);
+        was_active.push_back(was ? 1 : 0);
+    }
+    size_t size() const { return sites.size(); }
+};
+
+// Operation counts of one layer in the last update.
+struct Counts {
+    uint64_t flops = 0;        // asynchronous sparse: what the engine computed
+    uint64_t dense_flops = 0;  // asynchronous dense: the dense layer over the cone of influence
+    uint64_t rules = 0;        // (input site, output site, kernel offset) products evaluated
+    uint64_t changed_in = 0;   // changed input sites
+    uint64_t changed_out = 0;  // output sites whose value or activity changed
+    uint64_t cone_out = 0;     // output sites in the cone of influence
+};
+
+// Marks sites touched in one update without clearing an array per update.
+class SiteSet {
+   public:
+    void resize(int n) { stamp_.assign(size_t(n), 0); }
+    // True the first time `site` is inserted since the last clear().
+    bool insert(int32_t site) {
+        if (stamp_[size_t(site)] == epoch_) return false;
+        stamp_[size_t(site)] = epoch_;
+        list.push_back(site);
+        return true;
+    }
+    bool contains(int32_t site) const { return stamp_[size_t(site)] == epoch_; }
+    void clear();
+    std::vector<int32_t> list;
+
+   private:
+    std::vector<uint32_t> stamp_;
+    uint32_t epoch_ = 1;
+};
+
+class Layer {
+   public:
+    virtual ~Layer() = default;
+    virtual std::string kind() const = 0;
+    virtual void reset() = 0;
+    // `in` is the input map after the update; `changes` lists its changed sites.
+    virtual void update(const Map& in, const Changes& changes, Changes& out_changes) = 0;
+    // The cone of influence: the output sites that the input sites `in_cone` reach in a dense
+    // network (kept in cone_sites()).
+    virtual void cone(const std::vector<int32_t>& in_cone) = 0;
+    const std::vector<int32_t>& cone_sites() const { return cone_.list; }
+    const Map& output() const { return out_; }
+    Counts counts;
+
+   protected:
+    Map out_;
+    SiteSet cone_;
+};
+
+enum class ConvMode { Submanifold, Sparse, Dense };
+
+class ConvLayer : public Layer {
+   public:
+    // weights: ksize * ksize * cin * cout (offset (dy, dx) major, then input, then output channel).
+    ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int stride, int padding, ConvMode mode,
+              bool relu, std::vector<float> weights, std::vector<float> bias);
+    std::string kind() const override;
+    void reset() override;
+    void update(const Map& in, const Changes& changes, Changes& out_changes) override;
+    void cone(const std::vector<int32_t>& in_cone) override;
+
+   private:
+    enum Status : uint8_t { None, Persist, New, Removed };
+    struct Pair {
+        int32_t change, offset, out;
+    };
+    template <typename F>
+    void for_outputs(int32_t in_site, F f) const;
+
+    int in_h_, in_w_, cin_, cout_, k_, s_, p_;
+    ConvMode mode_;
+    bool relu_;
+    std::vector<float> w_, b_;
+    std::vector<float> pre_;         // pre-activation, out sites x cout
+    std::vector<int32_t> in_count_;  // sparse mode: active inputs in each output's window
+    // scratch, kept between updates
+    SiteSet touched_;
+    std::vector<uint8_t> status_;
+    std::vector<Pair> pairs_;
+    std::vector<float> delta_;
+    std::vector<std::vector<const float*>> a_rows_;
+    std::vector<std::vector<float*>> c_rows_;
+    std::vector<float> old_;
+};
+
+class MaxPoolLayer : public Layer {
+   public:
+    MaxPoolLayer(int in_h, int in_w, int channels, int size, int stride);
+    std::string kind() const override { return "maxpool"; }
+    void reset() override;
+    void update(const Map& in, const Changes& changes, Changes& out_changes) override;
+    void cone(const std::vector<int32_t>& in_cone) override;
+
+   private:
+    template <typename F>
+    void for_outputs(int32_t in_site, F f) const;
+    int in_w_, c_, k_, s_;
+    SiteSet touched_;
+    std::vector<float> scratch_;
+};
+
+class LinearLayer : public Layer {
+   public:
+    // weights: sites * channels * outputs (per input site, a channels x outputs matrix).
+    // dense_flops: the cost of the dense layer it stands for (e.g. global pooling + FC).
+    LinearLayer(int in_h, int in_w, int channels, int outputs, std::vector<float> weights, std::vector<float> bias,
+                uint64_t dense_flops);
+    std::string kind() const override { return "linear"; }
+    void reset() override;
+    void update(const Map& in, const Changes& changes, Changes& out_changes) override;
+    void cone(const std::vector<int32_t>& in_cone) override;
+
+   private:
+    int sites_, c_, n_;
+    uint64_t dense_flops_;
+    std::vector<float> w_, b_, delta_, old_;
+};
+
+class Engine {
+   public:
+    Engine(int height, int width, int channels);
+    void add_conv(int cin, int cout, int ksize, int stride, int padding, ConvMode mode, bool relu,
+                  std::vector<float> weights, std::vector<float> bias);
+    void add_maxpool(int size, int stride);
+    void add_linear(int outputs, std::vector<float> weights, std::vector<float> bias, uint64_t dense_flops);
+
+    // Sets input sites (ys[i], xs[i]) to values[i * channels ...]; an all-zero value deactivates
+    // the site. A site given twice takes its last value. Throws std::invalid_argument on
+    // coordinates outside the map.
+    void update(const int32_t* ys, const int32_t* xs, const float* values, size_t n);
+    // Computes from scratch for a dense input (height x width x channels).
+    void batch(const float* dense);
+    void reset();
+
+    size_t num_layers() const { return layers_.size(); }
+    const Map& input() const { return input_; }
+    const Map& output(size_t layer) const { return layers_.at(layer)->output(); }
+    const Layer& layer(size_t i) const { return *layers_.at(i); }
+    const Map& last_map() const { return layers_.empty() ? input_ : layers_.back()->output(); }
+    std::mutex mutex;  // the Python binding serialises calls with it
+
+   private:
+    void propagate(Changes& in_changes);
+    void check_input(int h, int w, int c, const char* what) const;
+    Map input_;
+    std::vector<std::unique_ptr<Layer>> layers_;
+    Changes changes_a_, changes_b_;
+    SiteSet input_sites_;
+    std::vector<int32_t> input_cone_;
+};
+
+// out_rows[r][0:cout] += in_rows[r][0:cin] . w (cin x cout), for r < m.
+void gemm_rows(size_t m, const float* const* in_rows, float* const* out_rows, const float* w, int cin, int cout);
+
+}  // namespace evs::async
