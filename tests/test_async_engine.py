@@ -1,0 +1,316 @@
+"""The asynchronous engine equals the torch sparse VGG after any sequence of updates (additions,
+changes, deletions), on random streams and on windows sliding over real recordings; its FLOP
+counts follow the paper's conventions; bad arguments raise ValueError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from evstream.models.async_engine import AsyncSparseVGG
+from evstream.models.flops import batch_dense_flops, batch_sparse_flops, total
+from evstream.models.sparse_vgg import ARCHITECTURES, Architecture, Conv, MaxPool, SparseVGG
+from evstream.replay import read_events
+
+TESTS_DATA = Path(__file__).parent / "data"
+
+RTOL = 1e-4
+
+#: Small architectures covering both poolings and both heads, odd sizes (border handling).
+SMALL = {
+    "flatten": Architecture(
+        "small_flatten", 17, 23, (Conv(8), Conv(8), MaxPool(3, 2), Conv(16), MaxPool(2, 2), Conv(16)), 12, 5
+    ),
+    "avgpool": Architecture(
+        "small_avgpool", 20, 16, (Conv(8), MaxPool(2, 2), Conv(12), MaxPool(3, 2), Conv(8)), 10, 3, "avgpool"
+    ),
+}
+
+
+def random_model(arch, seed=0) -> SparseVGG:
+    """A model with random weights and non-trivial batch-norm statistics (so folding matters)."""
+    torch.manual_seed(seed)
+    model = SparseVGG(arch)
+    with torch.no_grad():
+        for norm in [*model.norms, model.tail_norm]:
+            norm.running_mean.uniform_(-0.3, 0.3)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+        model.fc.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def assert_matches_torch(engine: AsyncSparseVGG, model: SparseVGG, x: np.ndarray, where="") -> None:
+    """Every layer (values and activity) and the prediction equal the torch model on input x."""
+    with torch.no_grad():
+        ref = model.layer_outputs(torch.from_numpy(x)[None])
+    got = engine.layer_outputs()
+    assert len(got) == len(ref)
+    for i, ((rv, rm), (gv, ga)) in enumerate(zip(ref, got, strict=True)):
+        rv = rv[0].numpy()
+        assert gv.shape == rv.shape, f"{where} layer {i}"
+        np.testing.assert_array_equal(ga, rm[0, 0].numpy() > 0, err_msg=f"{where} layer {i} activity")
+        scale = max(float(np.abs(rv).max()), 1e-3)
+        err = float(np.abs(gv - rv).max()) / scale
+        assert err <= RTOL, f"{where} layer {i}: relative error {err:.2e}"
+    assert int(np.argmax(got[-1][0])) == int(np.argmax(ref[-1][0].numpy())), where
+
+
+def sites_values(x: np.ndarray, ys, xs):
+    """The (row, column) sites given and their current values in x (C, H, W)."""
+    sites = np.stack([np.asarray(ys), np.asarray(xs)], 1).astype(np.int64)
+    return sites, np.ascontiguousarray(x[:, sites[:, 0], sites[:, 1]].T, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Exactness
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_async_equals_torch_after_random_additions_and_deletions(name):
+    arch = SMALL[name]
+    model = random_model(arch, seed=1)
+    engine = AsyncSparseVGG(model)
+    rng = np.random.default_rng(2)
+    x = np.zeros((2, arch.height, arch.width), np.float32)
+    for step in range(150):
+        k = int(rng.integers(1, 8))
+        ys, xs = rng.integers(0, arch.height, k), rng.integers(0, arch.width, k)
+        values = rng.integers(0, 4, (k, 2)).astype(np.float32)
+        if rng.random() < 0.35:  # deletions
+            values[:] = 0
+        sites = np.stack([ys, xs], 1)
+        for (yy, xx), v in zip(sites, values, strict=True):  # a repeated site keeps its last value
+            x[:, yy, xx] = v
+        engine.update(sites, values)
+        assert_matches_torch(engine, model, x, f"step {step}")
+    # and back to empty: deleting every site gives the empty-input state
+    ys, xs = np.nonzero(x.any(0))
+    x[:] = 0
+    engine.update(*sites_values(x, ys, xs))
+    assert_matches_torch(engine, model, x, "emptied")
+    empty = AsyncSparseVGG(model)
+    np.testing.assert_allclose(engine.logits(), empty.logits(), rtol=0, atol=1e-5)
+
+
+def test_long_sequences_do_not_drift():
+    """Thousands of small updates at the same sites: differences do not accumulate error."""
+    arch = SMALL["flatten"]
+    model = random_model(arch, seed=3)
+    engine = AsyncSparseVGG(model)
+    rng = np.random.default_rng(4)
+    x = np.zeros((2, arch.height, arch.width), np.float32)
+    hot = np.stack([rng.integers(4, 12, 6), rng.integers(4, 16, 6)], 1)
+    for _ in range(3000):
+        i = rng.integers(0, len(hot))
+        y, xx = hot[i]
+        x[int(rng.integers(0, 2)), y, xx] += float(rng.choice([-1.0, 1.0]) if x[:, y, xx].sum() else 1.0)
+        x[:, y, xx] = np.maximum(x[:, y, xx], 0)
+        engine.update(*sites_values(x, [y], [xx]))
+    assert_matches_torch(engine, model, x, "after 3000 updates")
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_batch_equals_torch_for_every_architecture(name):
+    arch = ARCHITECTURES[name]
+    model = random_model(arch, seed=5)
+    engine = AsyncSparseVGG(model)
+    rng = np.random.default_rng(6)
+    x = (rng.random((2, arch.height, arch.width)) < 0.1) * rng.integers(1, 5, (2, arch.height, arch.width))
+    x = x.astype(np.float32)
+    engine.batch(x)
+    assert_matches_torch(engine, model, x, name)
+
+
+def test_edge_cases_empty_single_event_borders_and_full_input():
+    arch = SMALL["flatten"]
+    model = random_model(arch, seed=7)
+    engine = AsyncSparseVGG(model)
+    h, w = arch.height, arch.width
+    x = np.zeros((2, h, w), np.float32)
+    assert_matches_torch(engine, model, x, "empty (new engine)")
+    engine.batch(x)
+    assert_matches_torch(engine, model, x, "empty (batch)")
+    engine.update(np.zeros((0, 2), np.int64), np.zeros((0, 2), np.float32))
+    assert_matches_torch(engine, model, x, "empty update")
+    x[0, 5, 7] = 1
+    engine.update(*sites_values(x, [5], [7]))
+    assert_matches_torch(engine, model, x, "single event")
+    corners = ([0, 0, h - 1, h - 1, 0, h // 2], [0, w - 1, 0, w - 1, w // 2, 0])
+    x[1, corners[0], corners[1]] = 2
+    engine.update(*sites_values(x, *corners))
+    assert_matches_torch(engine, model, x, "border sites")
+    x[:] = 1
+    ys, xs = np.nonzero(np.ones((h, w)))
+    engine.update(*sites_values(x, ys, xs))
+    assert_matches_torch(engine, model, x, "fully active")
+    engine.reset()
+    assert_matches_torch(engine, model, np.zeros_like(x), "reset")
+
+
+def test_a_site_changing_without_changing_nothing_costs_nothing():
+    arch = SMALL["flatten"]
+    engine = AsyncSparseVGG(random_model(arch))
+    values = np.array([[1.0, 2.0]], np.float32)
+    engine.update(np.array([[3, 3]]), values)
+    assert engine.last_cost().async_sparse > 0
+    engine.update(np.array([[3, 3]]), values)  # same value again
+    cost = engine.last_cost()
+    assert cost.async_sparse == 0 and cost.async_dense == 0 and cost.changed_sites == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Sliding windows over real recordings
+
+
+def sliding_window_check(path, arch, window, steps, seed):
+    """Events mapped onto the model's input; a count window of `window` events slides by each
+    step size in `steps`; the engine is updated with the changed sites and compared with torch."""
+    ev = read_events(path)
+    width, height = int(ev["x"].max()) + 1, int(ev["y"].max()) + 1
+    ys = (ev["y"].astype(np.int64) * arch.height) // height
+    xs = (ev["x"].astype(np.int64) * arch.width) // width
+    ch = 1 - ev["p"].astype(np.int64)  # channel 0 = ON
+    model = random_model(arch, seed=seed)
+    engine = AsyncSparseVGG(model)
+    x = np.zeros((2, arch.height, arch.width), np.float32)
+    np.add.at(x, (ch[:window], ys[:window], xs[:window]), 1)
+    engine.batch(x)
+    assert_matches_torch(engine, model, x, "first window")
+    start, checked = 0, 0
+    for step in steps:
+        if start + window + step > len(ev):
+            break
+        enter = slice(start + window, start + window + step)
+        leave = slice(start, start + step)
+        np.add.at(x, (ch[enter], ys[enter], xs[enter]), 1)
+        np.add.at(x, (ch[leave], ys[leave], xs[leave]), -1)
+        flat = ys * arch.width + xs
+        changed = np.unique(np.concatenate([flat[enter], flat[leave]]))
+        engine.update(*sites_values(x, changed // arch.width, changed % arch.width))
+        assert_matches_torch(engine, model, x, f"window at event {start + step}")
+        start += step
+        checked += 1
+    return checked
+
+
+def test_sliding_windows_over_a_shipped_recording():
+    """The MIT-licensed DAVIS346 recording shipped in tests/data, on the N-Cars VGG-12."""
+    steps = [1, 1, 2, 5, 10, 50, 100, 1, 500, 3, 1000, 7, 2000, 1] * 2
+    path = TESTS_DATA / "davis346_aestream.aedat4"
+    assert sliding_window_check(path, ARCHITECTURES["ncars_vgg12"], 5000, steps, 8) == len(steps)
+
+
+@pytest.mark.shared_data
+def test_sliding_windows_over_real_nmnist():
+    path = shared_file("bin/tonic_sample_nmnist.bin")
+    steps = [1, 2, 3, 10, 1, 25, 100, 1, 5, 50] * 3
+    assert sliding_window_check(path, ARCHITECTURES["nmnist_vgg"], 1500, steps, 9) == len(steps)
+
+
+@pytest.mark.shared_data
+def test_sliding_windows_over_a_real_prophesee_recording():
+    path = shared_file("raw_evt3/expelliarmus_evt3_sample.raw")
+    steps = [1, 10, 100, 1000, 1, 3000, 1]
+    arch = SMALL["flatten"]
+    arch = Architecture("prophesee_small", 72, 128, arch.features, 12, 5)
+    assert sliding_window_check(path, arch, 20000, steps, 10) == len(steps)
+
+
+# --------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def test_dense_flops_match_the_paper():
+    """Regression: the paper's formulas give 1621.2 MFLOP (N-Caltech101 VGG-13, 191x255) and
+    321.2 MFLOP (N-Cars VGG-12, 95x127)."""
+    assert round(total(batch_dense_flops(ARCHITECTURES["ncaltech101_vgg13"])) / 1e6, 1) == 1621.2
+    assert round(total(batch_dense_flops(ARCHITECTURES["ncars_vgg12"])) / 1e6, 1) == 321.2
+
+
+def test_flop_modes_on_one_changed_site():
+    """One changed interior site: the first convolution's dense cone is its 3x3 neighbourhood, the
+    sparse update touches only the active neighbours."""
+    arch = SMALL["flatten"]
+    engine = AsyncSparseVGG(random_model(arch))
+    x = np.zeros((2, arch.height, arch.width), np.float32)
+    x[0, 8, 8:11] = 1  # three active sites in a row
+    engine.batch(x)
+    x[0, 8, 9] = 2
+    engine.update(*sites_values(x, [8], [9]))
+    first = engine.last_cost().per_layer[0]
+    c_in, c_out = 2, 8
+    assert first["cone_out"] == 9
+    assert first["dense_flops"] == 9 * ((2 * 9 * c_in - 1) * c_out + c_out)
+    assert first["rules"] == 3  # the three active outputs whose window holds the site
+    assert first["flops"] == 3 * 2 * c_in * c_out + c_in + 3 * c_out
+    sparse, dense = total(batch_sparse_flops(arch, torch.from_numpy(x))), total(batch_dense_flops(arch))
+    assert engine.last_cost().async_sparse < sparse < dense
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary
+
+
+def test_bad_arguments_raise_value_error_and_leave_the_state_alone():
+    arch = SMALL["flatten"]
+    model = random_model(arch)
+    engine = AsyncSparseVGG(model)
+    engine.update(np.array([[1, 1]]), np.array([[1.0, 0.0]], np.float32))
+    before = engine.logits()
+    good_sites, good_values = np.array([[2, 2]]), np.array([[1.0, 1.0]], np.float32)
+    bad = [
+        (good_sites, good_values.astype(np.float64), "float32"),
+        (good_sites.astype(np.float32), good_values, "integer"),
+        (np.array([[2, 2, 2]]), good_values, "shape"),
+        (good_sites, np.ones((1, 3), np.float32), "shape"),
+        (good_sites, np.ones((2, 2), np.float32), "shape"),
+        (np.array([[arch.height, 0]]), good_values, "outside"),
+        (np.array([[0, -1]]), good_values, "outside"),
+        (good_sites, np.array([[np.nan, 1.0]], np.float32), "non-finite"),
+    ]
+    for sites, values, words in bad:
+        with pytest.raises(ValueError, match=words):
+            engine.update(sites, values)
+    np.testing.assert_array_equal(engine.logits(), before)
+    with pytest.raises(ValueError, match="shape"):
+        engine.batch(np.zeros((2, arch.height + 1, arch.width), np.float32))
+    with pytest.raises(ValueError, match="eval"):
+        AsyncSparseVGG(SparseVGG(arch))  # training mode: batch norm not folded
+
+
+def test_reference_model_semantics():
+    """Submanifold convolutions keep the active set; max pooling ignores inactive sites (even with
+    negative values around); batch norm in training uses the active sites' statistics."""
+    arch = SMALL["flatten"]
+    model = random_model(arch)
+    x = torch.zeros(1, 2, arch.height, arch.width)
+    x[0, 0, 3, 4] = 1
+    x[0, 1, 10, 20] = 3
+    outs = model.layer_outputs(x)
+    active = (x != 0).any(1)[0]
+    torch.testing.assert_close(outs[0][1][0, 0] > 0, active)
+    torch.testing.assert_close(outs[1][1][0, 0] > 0, active)
+    from evstream.models.sparse_vgg import sparse_max_pool
+
+    v = -torch.ones(1, 1, 3, 3)
+    m = torch.zeros(1, 1, 3, 3)
+    m[0, 0, 1, 1] = 1
+    v[0, 0, 1, 1] = -5
+    pooled, pmask = sparse_max_pool(v * m, m, 3, 2)
+    assert pooled.item() == -5 and pmask.item() == 1
+    model.train()
+    norm = model.norms[0]
+    y = torch.randn(2, 8, 9, 9) * 3 + 2
+    mask = (torch.rand(2, 1, 9, 9) < 0.3).float()
+    out = norm(y * mask, mask)
+    mean = (out * mask).sum(dim=(0, 2, 3)) / mask.sum()
+    torch.testing.assert_close(mean, norm.bias.detach(), atol=1e-4, rtol=0)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([1]))
+    loss.backward()
+    assert model.convs[0].weight.grad is not None and model.fc.weight.grad is not None
