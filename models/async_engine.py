@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,16 +54,28 @@ class UpdateCost:
     per_layer: tuple[dict, ...]
 
 
+def default_threads() -> int:
+    """Threads for the engine: the CPUs this process may run on, at most 4 (the products of one
+    update are too small to feed more)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
 class AsyncSparseVGG:
     """The C++ asynchronous engine holding the weights of ``model`` (batch norm folded; the model
-    must be in eval mode, its running statistics are used)."""
+    must be in eval mode, its running statistics are used). ``threads`` share each convolution's
+    products by output channels (default :func:`default_threads`)."""
 
-    def __init__(self, model: SparseVGG):
+    def __init__(self, model: SparseVGG, threads: int | None = None):
         if model.training:
             raise ValueError("put the model in eval mode (model.eval()) before building the engine")
         self.arch = a = model.arch
         self.model_name = a.name
         self._engine = eng = _core.AsyncEngine(a.height, a.width, a.in_channels)
+        eng.threads = default_threads() if threads is None else threads
         convs = iter(zip(model.convs, model.norms, strict=True))
         for layer in a.features:
             if isinstance(layer, Conv):
@@ -104,6 +117,14 @@ class AsyncSparseVGG:
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         self._engine.batch(np.ascontiguousarray(np.moveaxis(x, 0, -1), dtype=np.float32))
         return self._engine.logits()
+
+    @property
+    def threads(self) -> int:
+        return self._engine.threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        self._engine.threads = n
 
     def reset(self) -> None:
         """Empties the input and every layer (the state of an empty input)."""

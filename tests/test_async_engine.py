@@ -314,3 +314,27 @@ def test_reference_model_semantics():
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([1]))
     loss.backward()
     assert model.convs[0].weight.grad is not None and model.fc.weight.grad is not None
+
+
+def test_threads_give_identical_results():
+    """Threads split each product by output channels, so every value is summed in the same order:
+    results are bit-identical for any thread count."""
+    arch = Architecture("wide", 24, 24, (Conv(48), Conv(64), MaxPool(3, 2), Conv(96)), 40, 7)
+    model = random_model(arch, seed=11)
+    engines = [AsyncSparseVGG(model, threads=n) for n in (1, 2, 3)]
+    assert [e.threads for e in engines] == [1, 2, 3]
+    rng = np.random.default_rng(12)
+    x = np.zeros((2, arch.height, arch.width), np.float32)
+    for step in range(40):
+        k = int(rng.integers(1, 60))
+        ys, xs = rng.integers(0, arch.height, k), rng.integers(0, arch.width, k)
+        x[:, ys, xs] = 0 if step % 4 == 3 else rng.integers(1, 3, (2, k))
+        args = sites_values(x, ys, xs)
+        for e in engines:
+            e.update(*args)
+        for e in engines[1:]:
+            np.testing.assert_array_equal(e.logits(), engines[0].logits())
+            for (a, ma), (b, mb) in zip(e.layer_outputs(), engines[0].layer_outputs(), strict=True):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(ma, mb)
+    assert_matches_torch(engines[2], model, x, "threads=3")

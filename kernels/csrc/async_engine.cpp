@@ -1,20 +1,15 @@
 #include "async_engine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
-// The matrix products are compiled for AVX-512 and AVX2 as well as the portable baseline and the
-// best is picked at load time (GCC function multi-versioning), so portable wheels stay fast.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define EVS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define EVS_CLONES
-#endif
 #define EVS_INLINE inline __attribute__((always_inline))
 
 namespace evs::async {
@@ -40,26 +35,146 @@ EVS_INLINE void gemm_block(const float* const* a, float* const* c, const float* 
         for (int j = 0; j < CB; ++j) c[r][j0 + j] += acc[r][j];
 }
 
-template <int RB>
-EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const float* w, int cin, int cout) {
-    int j0 = 0;
-    for (; j0 + 32 <= cout; j0 += 32) gemm_block<RB, 32>(a, c, w, cin, cout, j0);
-    for (; j0 + 8 <= cout; j0 += 8) gemm_block<RB, 8>(a, c, w, cin, cout, j0);
-    if (j0 == cout) return;
+// Columns [j_begin, j_end) of RB rows.
+template <int RB, int CB>
+EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const float* w, int cin, int cout, int j_begin,
+                                int j_end) {
+    int j0 = j_begin;
+    for (; j0 + CB <= j_end; j0 += CB) gemm_block<RB, CB>(a, c, w, cin, cout, j0);
+    if constexpr (CB > 16)
+        for (; j0 + 16 <= j_end; j0 += 16) gemm_block<RB, 16>(a, c, w, cin, cout, j0);
+    for (; j0 + 8 <= j_end; j0 += 8) gemm_block<RB, 8>(a, c, w, cin, cout, j0);
+    if (j0 == j_end) return;
     for (int r = 0; r < RB; ++r)
         for (int k = 0; k < cin; ++k) {
             const float x = a[r][k];
             const float* wr = w + size_t(k) * size_t(cout);
-            for (int j = j0; j < cout; ++j) c[r][j] += x * wr[j];
+            for (int j = j0; j < j_end; ++j) c[r][j] += x * wr[j];
         }
+}
+
+// Blocks of RB rows share each weight they load. The products are memory-bound on the weights,
+// so the last rows go in one block padded with zero rows (written to a scratch row) rather than
+// one by one: the weights are read once more instead of once per remaining row.
+template <int RB, int CB>
+EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0,
+                          int j1) {
+    size_t r = 0;
+    for (; r + RB <= m; r += RB) gemm_rows_block<RB, CB>(a + r, c + r, w, cin, cout, j0, j1);
+    if (r == m) return;
+    thread_local std::vector<float> zeros, sink;
+    if (zeros.size() < size_t(cin)) zeros.assign(size_t(cin), 0.0f);
+    if (sink.size() < size_t(cout)) sink.assign(size_t(cout), 0.0f);
+    const float* pa[RB];
+    float* pc[RB];
+    for (size_t i = 0; i < size_t(RB); ++i) {
+        pa[i] = r + i < m ? a[r + i] : zeros.data();
+        pc[i] = r + i < m ? c[r + i] : sink.data();
+    }
+    gemm_rows_block<RB, CB>(pa, pc, w, cin, cout, j0, j1);
+}
+
+using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*, int, int, int, int);
+
+void gemm_portable(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
+    gemm_impl<4, 16>(m, a, c, w, cin, cout, j0, j1);
+}
+
+// The products are also compiled for AVX2+FMA and AVX-512 (block sizes tuned for their register
+// files) and the best the CPU runs is picked at load time, so portable builds stay fast.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#define EVS_X86_LEVELS 1
+__attribute__((target("arch=x86-64-v3"))) void gemm_avx2(size_t m, const float* const* a, float* const* c,
+                                                           const float* w, int cin, int cout, int j0, int j1) {
+    gemm_impl<4, 32>(m, a, c, w, cin, cout, j0, j1);
+}
+__attribute__((target("arch=x86-64-v4"))) void gemm_avx512(size_t m, const float* const* a, float* const* c,
+                                                             const float* w, int cin, int cout, int j0, int j1) {
+    gemm_impl<8, 32>(m, a, c, w, cin, cout, j0, j1);
+}
+#endif
+
+struct Gemm {
+    GemmFn fn = gemm_portable;
+    const char* name = "portable";
+    Gemm() {
+#ifdef EVS_X86_LEVELS
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("x86-64-v4")) {
+            fn = gemm_avx512;
+            name = "avx512";
+        } else if (__builtin_cpu_supports("x86-64-v3")) {
+            fn = gemm_avx2;
+            name = "avx2";
+        }
+#endif
+    }
+};
+
+const Gemm& gemm() {
+    static const Gemm g;
+    return g;
 }
 
 }  // namespace
 
-EVS_CLONES void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout) {
-    size_t r = 0;
-    for (; r + 4 <= m; r += 4) gemm_rows_block<4>(a + r, c + r, w, cin, cout);
-    for (; r < m; ++r) gemm_rows_block<1>(a + r, c + r, w, cin, cout);
+void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
+    gemm().fn(m, a, c, w, cin, cout, j0, j1);
+}
+
+const char* gemm_kernel() { return gemm().name; }
+
+// --------------------------------------------------------------------------------------------
+// Workers
+
+Workers::Workers(int threads) {
+    for (int i = 1; i < threads; ++i) threads_.emplace_back([this, i] { loop(i); });
+}
+
+Workers::~Workers() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_ = true;
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+}
+
+void Workers::run(const std::function<void(int, int)>& task) {
+    if (threads_.empty()) {
+        task(0, 1);
+        return;
+    }
+    task_ = &task;
+    pending_.store(int(threads_.size()), std::memory_order_relaxed);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();  // no system call while the workers are still spinning
+    task(0, size());
+    while (pending_.load(std::memory_order_acquire) != 0) cpu_relax();
+}
+
+void Workers::loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+        // Spin briefly (the layers of one update follow each other within microseconds), then sleep.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicroseconds);
+        for (int i = 0; generation_.load(std::memory_order_acquire) == seen; ++i) {
+            cpu_relax();
+            if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+                break;
+            }
+        }
+        seen = generation_.load(std::memory_order_acquire);
+        if (stop_) return;
+        (*task_)(id, size());
+        pending_.fetch_sub(1, std::memory_order_release);
+    }
 }
 
 void Map::allocate(int h, int w, int c) {
@@ -222,12 +337,25 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
             }
         }
     }
+    // One gathered product per kernel offset; with workers, each thread takes a band of output
+    // channels of every offset (no two threads write the same value, no locks).
     const size_t kk = size_t(k_) * size_t(k_);
-    for (size_t off = 0; off < kk; ++off) {
-        if (a_rows_[off].empty()) continue;
-        gemm_rows(a_rows_[off].size(), a_rows_[off].data(), c_rows_[off].data(), w_.data() + off * size_t(cin_) * size_t(cout_),
-                  cin_, cout_);
-    }
+    auto products = [&](int j0, int j1) {
+        for (size_t off = 0; off < kk; ++off) {
+            if (a_rows_[off].empty()) continue;
+            gemm_rows(a_rows_[off].size(), a_rows_[off].data(), c_rows_[off].data(),
+                      w_.data() + off * size_t(cin_) * size_t(cout_), cin_, cout_, j0, j1);
+        }
+    };
+    const uint64_t macs = (delta_rules + new_rules) * uint64_t(cin_) * uint64_t(cout_);
+    if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ >= 32)
+        workers->run([&](int t, int n) {
+            const int band = (cout_ / n + 15) / 16 * 16;  // multiples of 16 columns
+            const int j0 = std::min(cout_, t * band), j1 = t == n - 1 ? cout_ : std::min(cout_, (t + 1) * band);
+            if (j0 < j1) products(j0, j1);
+        });
+    else
+        products(0, cout_);
     counts.rules = delta_rules + new_rules;
     counts.flops = 2 * counts.rules * uint64_t(cin_) * uint64_t(cout_) + (delta_rules ? n * uint64_t(cin_) : 0);
     // Activation; report the outputs that changed.
@@ -371,7 +499,7 @@ void LinearLayer::update(const Map& in, const Changes& changes, Changes& out_cha
         const float* now = in.row(site);
         const float* old = changes.old_values.data() + i * size_t(c_);
         for (int c = 0; c < c_; ++c) delta_[size_t(c)] = now[c] - old[c];
-        gemm_rows(1, &a, &y, w_.data() + size_t(site) * size_t(c_) * size_t(n_), c_, n_);
+        gemm_rows(1, &a, &y, w_.data() + size_t(site) * size_t(c_) * size_t(n_), c_, n_, 0, n_);
     }
     counts.rules = changes.size();
     counts.flops = counts.rules * (2 * uint64_t(c_) * uint64_t(n_) + uint64_t(c_));
@@ -409,12 +537,14 @@ void Engine::add_conv(int cin, int cout, int ksize, int stride, int padding, Con
     check_input(last.height, last.width, cin, "convolution");
     layers_.push_back(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode,
                                                   relu, std::move(weights), std::move(bias)));
+    layers_.back()->workers = workers_.get();
     reset();
 }
 
 void Engine::add_maxpool(int size, int stride) {
     const Map& last = last_map();
     layers_.push_back(std::make_unique<MaxPoolLayer>(last.height, last.width, last.channels, size, stride));
+    layers_.back()->workers = workers_.get();
     reset();
 }
 
@@ -422,7 +552,15 @@ void Engine::add_linear(int outputs, std::vector<float> weights, std::vector<flo
     const Map& last = last_map();
     layers_.push_back(std::make_unique<LinearLayer>(last.height, last.width, last.channels, outputs,
                                                     std::move(weights), std::move(bias), dense_flops));
+    layers_.back()->workers = workers_.get();
     reset();
+}
+
+void Engine::set_threads(int threads) {
+    require(threads >= 1 && threads <= 256, "threads must be between 1 and 256");
+    workers_.reset();
+    if (threads > 1) workers_ = std::make_unique<Workers>(threads);
+    for (auto& layer : layers_) layer->workers = workers_.get();
 }
 
 void Engine::reset() {
@@ -519,7 +657,10 @@ void Engine::propagate(Changes& in_changes) {
     input_cone_ = in_changes.sites;
     const std::vector<int32_t>* cone = &input_cone_;
     for (auto& layer : layers_) {
+        const auto start = std::chrono::steady_clock::now();
         layer->update(*in, *cur, *next);
+        layer->counts.nanoseconds = uint64_t(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
         layer->cone(*cone);
         cone = &layer->cone_sites();
         in = &layer->output();

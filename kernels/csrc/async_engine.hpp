@@ -26,10 +26,14 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace evs::async {
@@ -74,6 +78,7 @@ struct Counts {
     uint64_t changed_in = 0;   // changed input sites
     uint64_t changed_out = 0;  // output sites whose value or activity changed
     uint64_t cone_out = 0;     // output sites in the cone of influence
+    uint64_t nanoseconds = 0;  // wall-clock time of the update
 };
 
 // Marks sites touched in one update without clearing an array per update.
@@ -96,6 +101,38 @@ class SiteSet {
     uint32_t epoch_ = 1;
 };
 
+// A few threads that run one task together: the caller is thread 0. Idle workers spin for a few
+// microseconds (the layers of an update follow each other closely), then sleep.
+class Workers {
+   public:
+    explicit Workers(int threads);
+    ~Workers();
+    Workers(const Workers&) = delete;
+    Workers& operator=(const Workers&) = delete;
+    int size() const { return int(threads_.size()) + 1; }
+    // Runs task(t, size()) for every t in [0, size()) and returns when all are done.
+    void run(const std::function<void(int, int)>& task);
+
+   private:
+    static constexpr int kSpinMicroseconds = 100;
+    static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    void loop(int id);
+    std::vector<std::thread> threads_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
+    const std::function<void(int, int)>* task_ = nullptr;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stop_ = false;
+};
+
+// Convolutions with fewer multiply-adds than this in an update run on one thread.
+constexpr uint64_t kParallelMacs = 1u << 17;
+
 class Layer {
    public:
     virtual ~Layer() = default;
@@ -109,6 +146,7 @@ class Layer {
     const std::vector<int32_t>& cone_sites() const { return cone_.list; }
     const Map& output() const { return out_; }
     Counts counts;
+    Workers* workers = nullptr;  // set by the engine; null = one thread
 
    protected:
     Map out_;
@@ -199,6 +237,9 @@ class Engine {
     // Computes from scratch for a dense input (height x width x channels).
     void batch(const float* dense);
     void reset();
+    // Threads used by the convolutions (1 = the calling thread only).
+    void set_threads(int threads);
+    int threads() const { return workers_ ? workers_->size() : 1; }
 
     size_t num_layers() const { return layers_.size(); }
     const Map& input() const { return input_; }
@@ -212,12 +253,16 @@ class Engine {
     void check_input(int h, int w, int c, const char* what) const;
     Map input_;
     std::vector<std::unique_ptr<Layer>> layers_;
+    std::unique_ptr<Workers> workers_;
     Changes changes_a_, changes_b_;
     SiteSet input_sites_;
     std::vector<int32_t> input_cone_;
 };
 
-// out_rows[r][0:cout] += in_rows[r][0:cin] . w (cin x cout), for r < m.
-void gemm_rows(size_t m, const float* const* in_rows, float* const* out_rows, const float* w, int cin, int cout);
+// Columns [j0, j1) of out_rows[r][.] += in_rows[r][0:cin] . w (cin x cout), for r < m.
+void gemm_rows(size_t m, const float* const* in_rows, float* const* out_rows, const float* w, int cin, int cout, int j0,
+               int j1);
+// The instruction set gemm_rows uses on this CPU: "avx512", "avx2" or "portable".
+const char* gemm_kernel();
 
 }  // namespace evs::async

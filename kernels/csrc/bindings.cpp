@@ -300,6 +300,13 @@ void bind_async(py::module_& m) {
                 self.reset();
             },
             "Empties the input and every layer.")
+        .def_property(
+            "threads", [](Engine& self) { return self.threads(); },
+            [](Engine& self, int threads) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.set_threads(threads);
+            },
+            "Threads the convolutions use (1 = the calling thread only).")
         .def_property_readonly("num_layers", [](Engine& self) { return self.num_layers(); })
         .def(
             "output",
@@ -345,12 +352,16 @@ void bind_async(py::module_& m) {
                     d["changed_in"] = c.changed_in;
                     d["changed_out"] = c.changed_out;
                     d["cone_out"] = c.cone_out;
+                    d["nanoseconds"] = c.nanoseconds;
                     out.append(d);
                 }
                 return out;
             },
             "Per layer: kind, output shape and the counts of the last update (flops = asynchronous sparse, "
-            "dense_flops = asynchronous dense over the cone of influence).");
+            "dense_flops = asynchronous dense over the cone of influence, nanoseconds = time of the update).")
+        .def_property_readonly_static(
+            "gemm_kernel", [](const py::object&) { return std::string(async::gemm_kernel()); },
+            "Instruction set of the engine's matrix products on this CPU (avx512, avx2 or portable).");
 }
 
 }  // namespace
