@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import shared_file
 from evstream.models.async_engine import AsyncSparseVGG
 from evstream.models.flops import batch_dense_flops, batch_sparse_flops, total
-from evstream.models.sparse_vgg import ARCHITECTURES, Architecture, Conv, MaxPool, SparseVGG
+from evstream.models.sparse_vgg import ARCHITECTURES, Architecture, Conv, MaxPool, SparseVGG, sparse_max_pool
 from evstream.replay import read_events
 
 TESTS_DATA = Path(__file__).parent / "data"
@@ -296,8 +297,6 @@ def test_reference_model_semantics():
     active = (x != 0).any(1)[0]
     torch.testing.assert_close(outs[0][1][0, 0] > 0, active)
     torch.testing.assert_close(outs[1][1][0, 0] > 0, active)
-    from evstream.models.sparse_vgg import sparse_max_pool
-
     v = -torch.ones(1, 1, 3, 3)
     m = torch.zeros(1, 1, 3, 3)
     m[0, 0, 1, 1] = 1
@@ -338,3 +337,38 @@ def test_threads_give_identical_results():
                 np.testing.assert_array_equal(a, b)
                 np.testing.assert_array_equal(ma, mb)
     assert_matches_torch(engines[2], model, x, "threads=3")
+
+
+def test_sparse_strided_convolution_equals_torch():
+    """The engine's sparse (non-submanifold) strided convolution: an output is active when its
+    window holds an active input; after random updates it equals a masked dense convolution."""
+    from evstream.kernels import _core
+
+    rng = np.random.default_rng(13)
+    h, w, cin, cout, k, stride, pad = 19, 22, 3, 16, 3, 2, 1
+    weight = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    eng = _core.AsyncEngine(h, w, cin)
+    eng.threads = 2
+    eng.add_conv(weight, bias, stride, pad, "sparse", False)
+    eng.add_maxpool(2, 2)
+    x = np.zeros((h, w, cin), np.float32)
+    tw = torch.from_numpy(weight).permute(3, 2, 0, 1)
+    for step in range(60):
+        n = int(rng.integers(1, 10))
+        sites = np.stack([rng.integers(0, h, n), rng.integers(0, w, n)], 1)
+        values = rng.integers(-2, 3, (n, cin)).astype(np.float32) * (step % 5 != 4)
+        for (yy, xx), v in zip(sites, values, strict=True):
+            x[yy, xx] = v
+        eng.update(sites, values)
+        xt = torch.from_numpy(x).permute(2, 0, 1)[None]
+        mask = (xt != 0).any(1, keepdim=True).float()
+        out_mask = F.max_pool2d(F.pad(mask, (pad,) * 4), k, stride)
+        ref = F.conv2d(xt, tw, bias=torch.from_numpy(bias), stride=stride, padding=pad) * out_mask
+        got, active = eng.output(0)
+        np.testing.assert_array_equal(active, out_mask[0, 0].numpy() > 0)
+        np.testing.assert_allclose(got, ref[0].permute(1, 2, 0).numpy(), rtol=1e-5, atol=1e-4)
+        pooled, pmask = sparse_max_pool(ref, out_mask, 2, 2)
+        got, active = eng.output(1)
+        np.testing.assert_array_equal(active, pmask[0, 0].numpy() > 0)
+        np.testing.assert_allclose(got, pooled[0].permute(1, 2, 0).numpy(), rtol=1e-5, atol=1e-4)
