@@ -1,0 +1,91 @@
+// Exercises the asynchronous engine without Python, for sanitizer builds (tests/test_sanitizers.py):
+// random additions, changes and deletions (duplicate sites included) through every layer kind and
+// the worker pool; after each update the engine must equal a second engine computing from scratch.
+// Exit code 0 on success; any sanitizer report aborts the process.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "async_engine.hpp"
+
+using evs::async::ConvMode;
+using evs::async::Engine;
+
+static std::vector<float> randoms(std::mt19937& g, size_t n) {
+    std::normal_distribution<float> d(0.0f, 0.3f);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(g);
+    return v;
+}
+
+static void build(Engine& e, int threads, unsigned seed) {
+    std::mt19937 g(seed);
+    e.set_threads(threads);
+    e.add_conv(2, 8, 3, 1, 1, ConvMode::Submanifold, true, randoms(g, 9 * 2 * 8), randoms(g, 8));
+    e.add_conv(8, 40, 3, 1, 1, ConvMode::Submanifold, true, randoms(g, 9 * 8 * 40), randoms(g, 40));
+    e.add_maxpool(3, 2);
+    e.add_conv(40, 36, 3, 2, 1, ConvMode::Sparse, false, randoms(g, 9 * 40 * 36), randoms(g, 36));
+    e.add_maxpool(2, 2);
+    e.add_conv(36, 12, 3, 2, 0, ConvMode::Dense, true, randoms(g, 9 * 36 * 12), randoms(g, 12));
+    const auto& last = e.last_map();
+    e.add_linear(5, randoms(g, size_t(last.sites()) * 12 * 5), randoms(g, 5), 1);
+}
+
+int main() {
+    const int h = 29, w = 37, c = 2;
+    Engine async_engine(h, w, c), batch_engine(h, w, c);
+    build(async_engine, 3, 7);
+    build(batch_engine, 1, 7);
+    std::mt19937 g(1);
+    std::vector<float> dense(size_t(h) * w * c, 0.0f);
+    double worst = 0;
+    for (int step = 0; step < 300; ++step) {
+        const int n = int(g() % 12);
+        std::vector<int32_t> ys(static_cast<size_t>(n)), xs(static_cast<size_t>(n));
+        std::vector<float> values(size_t(n) * c);
+        for (int i = 0; i < n; ++i) {
+            ys[size_t(i)] = int32_t(g() % h);
+            xs[size_t(i)] = int32_t(g() % w);
+            if (i > 0 && g() % 5 == 0) {  // a duplicate site: the last value wins
+                ys[size_t(i)] = ys[size_t(i - 1)];
+                xs[size_t(i)] = xs[size_t(i - 1)];
+            }
+            for (int k = 0; k < c; ++k) values[size_t(i) * c + k] = step % 4 == 3 ? 0.0f : float(g() % 3);
+            for (int k = 0; k < c; ++k)
+                dense[(size_t(ys[size_t(i)]) * w + xs[size_t(i)]) * c + k] = values[size_t(i) * c + k];
+        }
+        async_engine.update(ys.data(), xs.data(), values.data(), size_t(n));
+        batch_engine.batch(dense.data());
+        for (size_t l = 0; l < async_engine.num_layers(); ++l) {
+            const auto& a = async_engine.output(l);
+            const auto& b = batch_engine.output(l);
+            if (a.active != b.active) {
+                std::fprintf(stderr, "step %d layer %zu: activity differs\n", step, l);
+                return 1;
+            }
+            for (size_t i = 0; i < a.values.size(); ++i) worst = std::max(worst, double(std::fabs(a.values[i] - b.values[i])));
+        }
+    }
+    if (worst > 1e-3) {
+        std::fprintf(stderr, "async and batch differ by %g\n", worst);
+        return 1;
+    }
+    int32_t bad_y = h, bad_x = 0;
+    float v[2] = {1, 1};
+    try {
+        async_engine.update(&bad_y, &bad_x, v, 1);
+        std::fprintf(stderr, "a site outside the input was accepted\n");
+        return 1;
+    } catch (const std::invalid_argument&) {
+    }
+    try {
+        async_engine.add_conv(3, 4, 3, 1, 1, ConvMode::Submanifold, true, std::vector<float>(10), std::vector<float>(4));
+        std::fprintf(stderr, "a convolution with wrong channels was accepted\n");
+        return 1;
+    } catch (const std::invalid_argument&) {
+    }
+    std::printf("ok: 300 updates, largest async-batch difference %g\n", worst);
+    return 0;
+}
