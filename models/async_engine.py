@@ -119,6 +119,11 @@ class AsyncSparseVGG:
         return self._engine.logits()
 
     @property
+    def gemm_kernel(self) -> str:
+        """Instruction set of the engine's matrix products on this CPU (avx512, avx2, portable)."""
+        return _core.AsyncEngine.gemm_kernel
+
+    @property
     def threads(self) -> int:
         return self._engine.threads
 

@@ -335,6 +335,24 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import BENCHMARKS
+
+    run, fmt = BENCHMARKS[args.benchmark]
+    options = {"quick": args.quick, "progress": sys.stderr.isatty(), "threads": args.threads}
+    if args.source is not None:
+        options.update(source=args.source, format=args.format, sensor_size=args.sensor)
+    result = run(**options)
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(fmt(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
 
@@ -531,6 +549,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure evstream beside its baselines in one run (async: the asynchronous sparse CNN)",
+        description="Runs a benchmark and prints a table (or JSON). 'async': the asynet N-Caltech101 "
+        "VGG-13 (random weights) on 191x255 histograms of a 25,000-event window sliding by 1, 10, 100 "
+        "and 1000 events: FLOPs per update in the four modes, time per update of the asynchronous "
+        "engine, of its batch mode and of a dense torch recompute, the logit difference against torch, "
+        "and the goals of issue #5. Input: --source FILE or a deterministic synthetic stream.",
+    )
+    from .bench import BENCHMARKS
+
+    p.add_argument("benchmark", choices=list(BENCHMARKS), help=f"which benchmark: {', '.join(BENCHMARKS)}")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-': to stdout)")
+    p.add_argument("--quick", action="store_true", help="a small run (fewer updates and repeats)")
+    p.add_argument(
+        "--source",
+        metavar="FILE",
+        help="event recording to slide over (any readable format; default: a synthetic stream)",
+    )
+    p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="threads of the asynchronous engine (default: the CPUs available, at most 4)",
+    )
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
