@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,28 +53,21 @@ class UpdateCost:
     per_layer: tuple[dict, ...]
 
 
-def default_threads() -> int:
-    """Threads for the engine: the CPUs this process may run on, at most 4 (the products of one
-    update are too small to feed more)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 4))
-
-
 class AsyncSparseVGG:
     """The C++ asynchronous engine holding the weights of ``model`` (batch norm folded; the model
-    must be in eval mode, its running statistics are used). ``threads`` share each convolution's
-    products by output channels (default :func:`default_threads`)."""
+    must be in eval mode, its running statistics are used). ``threads`` > 1 share each
+    convolution's products by output channels (results are bit-identical). The default is 1: on the
+    2-vCPU development machine a second thread gained nothing (its two vCPUs share one core's
+    vector units: two processes multiplying matrices get 43 + 42 GFLOP/s, one alone 125), and an
+    idle worker spins briefly after each update, taking time from the ingestion thread."""
 
-    def __init__(self, model: SparseVGG, threads: int | None = None):
+    def __init__(self, model: SparseVGG, threads: int = 1):
         if model.training:
             raise ValueError("put the model in eval mode (model.eval()) before building the engine")
         self.arch = a = model.arch
         self.model_name = a.name
         self._engine = eng = _core.AsyncEngine(a.height, a.width, a.in_channels)
-        eng.threads = default_threads() if threads is None else threads
+        eng.threads = threads
         convs = iter(zip(model.convs, model.norms, strict=True))
         for layer in a.features:
             if isinstance(layer, Conv):

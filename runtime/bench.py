@@ -259,10 +259,10 @@ def run_async(
     steps: tuple[int, ...] = STEPS,
     window: int = WINDOW_EVENTS,
     progress: bool = False,
-    threads: int | None = None,
+    threads: int = 1,
 ) -> dict:
     """Runs the asynchronous-engine benchmark (see the module docstring) and returns its results.
-    ``threads``: the engine's threads (default: :func:`~evstream.models.async_engine.default_threads`)."""
+    ``threads``: the engine's threads."""
     import torch
     from tqdm import tqdm
 

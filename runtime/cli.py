@@ -577,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="threads of the asynchronous engine (default: the CPUs available, at most 4)",
+        default=1,
+        help="threads of the asynchronous engine (default: 1)",
     )
     p.set_defaults(func=cmd_bench)
     return parser

@@ -55,23 +55,34 @@ EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const fl
 
 // Blocks of RB rows share each weight they load. The products are memory-bound on the weights,
 // so the last rows go in one block padded with zero rows (written to a scratch row) rather than
-// one by one: the weights are read once more instead of once per remaining row.
+// one by one: the weights are read once more instead of once per remaining row. One or two
+// remaining rows are cheaper on their own than padded.
+template <int PB, int CB>
+EVS_INLINE void gemm_padded(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout,
+                            int j0, int j1) {
+    thread_local std::vector<float> zeros, sink;
+    if (zeros.size() < size_t(cin)) zeros.assign(size_t(cin), 0.0f);
+    if (sink.size() < size_t(cout)) sink.assign(size_t(cout), 0.0f);
+    const float* pa[PB];
+    float* pc[PB];
+    for (size_t i = 0; i < size_t(PB); ++i) {
+        pa[i] = i < m ? a[i] : zeros.data();
+        pc[i] = i < m ? c[i] : sink.data();
+    }
+    gemm_rows_block<PB, CB>(pa, pc, w, cin, cout, j0, j1);
+}
+
 template <int RB, int CB>
 EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0,
                           int j1) {
     size_t r = 0;
     for (; r + RB <= m; r += RB) gemm_rows_block<RB, CB>(a + r, c + r, w, cin, cout, j0, j1);
-    if (r == m) return;
-    thread_local std::vector<float> zeros, sink;
-    if (zeros.size() < size_t(cin)) zeros.assign(size_t(cin), 0.0f);
-    if (sink.size() < size_t(cout)) sink.assign(size_t(cout), 0.0f);
-    const float* pa[RB];
-    float* pc[RB];
-    for (size_t i = 0; i < size_t(RB); ++i) {
-        pa[i] = r + i < m ? a[r + i] : zeros.data();
-        pc[i] = r + i < m ? c[r + i] : sink.data();
+    const size_t rest = m - r;
+    if constexpr (RB > 4) {
+        if (rest > 4) return gemm_padded<RB, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
     }
-    gemm_rows_block<RB, CB>(pa, pc, w, cin, cout, j0, j1);
+    if (rest > 2) return gemm_padded<4, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
+    for (; r < m; ++r) gemm_rows_block<1, CB>(a + r, c + r, w, cin, cout, j0, j1);
 }
 
 using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*, int, int, int, int);
