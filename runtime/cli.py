@@ -353,6 +353,66 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from ..models.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        root=args.root,
+        out=args.out,
+        list_file=args.list,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        augment=not args.no_augment,
+        max_shift=args.max_shift,
+        workers=args.workers,
+        resume=args.resume,
+        skip_bad=args.skip_bad,
+        command=["evstream", *sys.argv[1:]],
+    )
+    quiet = args.quiet
+    log = (lambda *a: None) if quiet else print
+    metrics = train(cfg, progress=not quiet and sys.stderr.isatty(), log=log)
+    if args.json and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..models.datasets import build_dataset
+    from ..models.train import eval_checkpoint
+
+    checkpoint = args.model or _default_checkpoint(args.dataset)
+    options = {"skip_bad": args.skip_bad}
+    if args.list:
+        options["list_file"] = args.list
+    dataset = build_dataset(args.dataset, args.root, **options)
+    result = eval_checkpoint(
+        checkpoint, dataset, batch_size=args.batch_size, workers=args.workers,
+        progress=not args.quiet and not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['checkpoint']} ({result['model']}) on {result['samples']:,} {args.dataset} samples:")
+    print(f"  top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}")
+    print("  per class: " + ", ".join(f"{c} {a:.3f}" for c, a in result["per_class"].items()))
+    return 0
+
+
+def _default_checkpoint(dataset: str) -> str:
+    from ..models.default import DEFAULT_CHECKPOINTS
+
+    if dataset not in DEFAULT_CHECKPOINTS:
+        raise ValueError(f"no bundled model for {dataset}: give --model CHECKPOINT")
+    return str(DEFAULT_CHECKPOINTS[dataset])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
 
@@ -581,6 +641,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads of the asynchronous engine (default: 1)",
     )
     p.set_defaults(func=cmd_bench)
+
+    datasets = ["nmnist", "ncaltech101", "ncars", "nimagenet", "mini_nimagenet"]
+    p = sub.add_parser(
+        "train",
+        help="train a model on an event dataset (runs under torchrun for several GPUs or nodes)",
+        description="Trains a model on an event dataset with a seeded per-class validation hold-out, "
+        "N-ImageNet's augmentations (random time flip, horizontal flip, shift) as the dataset allows, "
+        "and a checkpoint after every epoch (OUT, the best one also as OUT.best) that carries its "
+        "metadata and resumes with --resume. Under 'torchrun --nproc_per_node N -m evstream.runtime.cli "
+        "train ...' the same command trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs).",
+    )
+    p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
+    p.add_argument("--model", help="model name (default: the dataset's usual model)")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="epochs (default 30)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="batch size per process (default 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, one cycle (default 2e-3)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="fraction of every class held out (default 0.1)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and shuffling")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--max-shift", type=int, help="largest random shift in pixels (default: per dataset)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the training saved in CKPT")
+    p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on an event dataset (top-1, top-5, per class)",
+        description="Evaluates a checkpoint (default: the bundled classifier for the dataset) with the "
+        "fixed evaluation protocol: every recording whole, no augmentation, no randomness.",
+    )
+    p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled one for the dataset)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (top1, top5, samples, ...)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -1,0 +1,14 @@
+"""The classifiers shipped inside the package (``models/assets``), by dataset.
+
+``nmnist``: ``nmnist_vgg`` trained on the 1000 real N-MNIST recordings of the N-MNIST small set
+(see the README, "Default classifier", for the command that reproduces it and its accuracy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: dataset -> bundled checkpoint
+DEFAULT_CHECKPOINTS = {"nmnist": ASSETS / "nmnist_vgg.pt"}
