@@ -146,18 +146,57 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _classifier_for(args, source):
+    """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
+    when it fits the source's sensor, else none."""
+    from ..models.checkpoint import load_checkpoint
+    from .classifier import StreamClassifier
+
+    if args.no_model:
+        return None, None
+    size, options = (source.width, source.height), {"dense": args.dense, "threads": args.threads}
+    if args.model:
+        return StreamClassifier(load_checkpoint(args.model), size, **options), None
+    from ..models.default import DEFAULT_CHECKPOINTS
+
+    path = DEFAULT_CHECKPOINTS["nmnist"]
+    if not path.exists():
+        return None, f"the bundled classifier ({path.name}) is missing from this installation; no model"
+    ck = load_checkpoint(path)
+    if list(ck.meta["sensor_size"]) != [source.width, source.height]:
+        w, h = ck.meta["sensor_size"]
+        return None, (
+            f"the bundled classifier is for {w}x{h} N-MNIST recordings, the source is "
+            f"{source.width}x{source.height}: running without a model (give --model CHECKPOINT)"
+        )
+    return StreamClassifier(ck, size, **options), None
+
+
+def _run_window(args, classifier):
+    """Window options of the command line; without any, the classifier's streaming window (from its
+    checkpoint) or 10 ms time windows."""
+    from .windows import CountWindowSpec, TimeWindowSpec
+
+    if args.window_events:
+        return CountWindowSpec(args.window_events, args.stride_events)
+    if args.window_us or args.stride_us:
+        return TimeWindowSpec(args.window_us or 10_000, args.stride_us, trailing=args.trailing)
+    stream = (classifier.meta.get("stream_window") if classifier is not None else None) or {}
+    if stream.get("kind") == "time":
+        stride, trailing = int(stream.get("stride_us") or stream["us"]), bool(stream.get("trailing"))
+        return TimeWindowSpec(int(stream["us"]), stride, trailing=trailing or args.trailing)
+    if stream.get("kind") == "count":
+        return CountWindowSpec(int(stream["events"]), int(stream.get("stride_events") or stream["events"]))
+    return TimeWindowSpec(10_000, None, trailing=args.trailing)
+
+
 def cmd_run(args) -> int:
     import logging
 
     from .pipeline import Pipeline, RunConfig, write_jsonl
     from .sources import open_source
-    from .windows import CountWindowSpec, TimeWindowSpec
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
-    if args.window_events:
-        window = CountWindowSpec(args.window_events, args.stride_events)
-    else:
-        window = TimeWindowSpec(args.window_us, args.stride_us)
     source = open_source(
         args.source,
         speed=args.speed,
@@ -168,6 +207,10 @@ def cmd_run(args) -> int:
         format=args.format,
         connect_timeout_s=args.connect_timeout,
     )
+    classifier, notice = _classifier_for(args, source)
+    if notice and not args.quiet:
+        print(f"evstream run: {notice}", file=sys.stderr)
+    window = _run_window(args, classifier)
     sinks = []
     if args.predictions:
         sinks.append(write_jsonl(args.predictions))
@@ -183,7 +226,11 @@ def cmd_run(args) -> int:
         window=window, ring_capacity=args.ring, policy=args.policy, max_seconds=args.max_seconds
     )
     pipeline = Pipeline(
-        source, config, on_window=(lambda r: [s(r) for s in sinks]) if sinks else None, on_status=status
+        source,
+        config,
+        on_window=(lambda r: [s(r) for s in sinks]) if sinks else None,
+        on_status=status,
+        classifier=classifier,
     )
     try:
         summary = pipeline.run()
@@ -196,6 +243,14 @@ def cmd_run(args) -> int:
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(result, f, indent=2)
+    if not args.quiet and result.get("prediction"):
+        top = result["prediction"]["top"]
+        print(
+            f"prediction: {top[0]['class']} ({top[0]['probability']:.2f})"
+            + "".join(f", {t['class']} ({t['probability']:.2f})" for t in top[1:])
+            + f" | {classifier.mode}: {result['flops_per_window'] / 1e6:.3f} MFLOP per window, "
+            f"{result['flops_per_event'] / 1e3:.1f} kFLOP per event"
+        )
     if not args.quiet:
         p50 = result["latency_ms_p50"]
         print(
@@ -460,9 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="run the streaming loop on a recording or a live stream",
-        description="Streams events from SOURCE through a ring buffer into sliding windows and an "
-        "incrementally updated event representation, with a live status line, per-window results and "
-        "a summary. (Models arrive in later versions; the loop and its interface are final.)",
+        description="Streams events from SOURCE through a ring buffer into sliding windows, an "
+        "incrementally updated event histogram and a classifier whose predictions refresh at every "
+        "window step (the asynchronous sparse CNN engine, or the torch model with --dense), with a live "
+        "status line (prediction, latency, FLOPs per window and per event), per-window results and a "
+        "summary. Without --model the bundled N-MNIST classifier runs on 34x34 sources.",
     )
     p.add_argument(
         "--source", required=True, help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH"
@@ -472,9 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loop", action="store_true", help="replay the recording again and again")
     p.add_argument(
-        "--window-us", type=_positive_int, default=10_000, help="time window length in us (default 10000)"
+        "--window-us",
+        type=_positive_int,
+        help="time window length in us (default: the model's streaming window, else 10000)",
     )
     p.add_argument("--stride-us", type=_positive_int, help="time window stride in us (default: the length)")
+    p.add_argument(
+        "--trailing",
+        action="store_true",
+        help="time windows that end one stride after the first event and fill up (results from the start)",
+    )
     p.add_argument(
         "--window-events", type=_positive_int, help="count windows of N events instead of time windows"
     )
@@ -508,6 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
     )
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="classifier checkpoint (default: the bundled N-MNIST classifier when the sensor is 34x34)",
+    )
+    p.add_argument("--no-model", action="store_true", help="run without a classifier (histogram only)")
+    p.add_argument(
+        "--dense", action="store_true", help="recompute with the torch model every window (for comparison)"
+    )
+    p.add_argument("--threads", type=_positive_int, default=1, help="threads of the asynchronous engine")
     p.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
     p.set_defaults(func=cmd_run)
 

@@ -3,8 +3,9 @@
 A producer thread moves the source's batches into the ring (block for recordings, drop-oldest
 for live sources: every dropped event is counted). The consumer (the calling thread) pops,
 slides the windows and updates the representation incrementally from the entering and leaving
-events. Until the model issues land the representation is the pipeline's output: an event
-histogram per polarity, updated by +enter/-leave.
+events. With a classifier (:class:`~evstream.runtime.classifier.StreamClassifier`) every step
+refreshes the predictions (the asynchronous engine updated with the pixels that changed) and
+reports their FLOPs; without one the output is the event histogram itself.
 
 Latency of a window: from the arrival of its newest event (the moment the source handed it
 over) to the moment the window's result is ready.
@@ -67,6 +68,10 @@ class Summary:
     wall_s: float = 0.0
     source_stats: dict = field(default_factory=dict)
     error: str | None = None
+    model: str | None = None
+    flops_total: int = 0
+    predictions: int = 0
+    last_prediction: dict | None = None
 
     def to_dict(self) -> dict:
         lat = np.asarray(self.latencies_ms, float)
@@ -85,14 +90,22 @@ class Summary:
             "events_per_s": self.events_processed / self.wall_s if self.wall_s else None,
             "source_stats": self.source_stats,
             "error": self.error,
+            "model": self.model,
+            "flops_total": self.flops_total if self.model else None,
+            "flops_per_window": self.flops_total / self.predictions if self.predictions else None,
+            "flops_per_event": (
+                self.flops_total / self.events_processed if self.model and self.events_processed else None
+            ),
+            "prediction": self.last_prediction,
         }
 
 
 class Pipeline:
     """Runs a source through the loop; ``on_window(result)`` is called for every window."""
 
-    def __init__(self, source: Source, config: RunConfig, on_window=None, on_status=None):
+    def __init__(self, source: Source, config: RunConfig, on_window=None, on_status=None, classifier=None):
         self.source, self.config = source, config
+        self.classifier = classifier
         self.on_window, self.on_status = on_window, on_status
         policy = config.policy or ("drop-oldest" if source.live else "block")
         self.ring = EventRing(config.ring_capacity, policy)
@@ -127,6 +140,8 @@ class Pipeline:
     def run(self) -> Summary:
         cfg = self.config
         summary = Summary(self.source.description)
+        if self.classifier is not None:
+            summary.model = self.classifier.mode
         windows = (
             CountWindows(cfg.window) if isinstance(cfg.window, CountWindowSpec) else TimeWindows(cfg.window)
         )
@@ -189,7 +204,17 @@ class Pipeline:
         return None
 
     def _finish_window(self, step, hist: Histogram, summary: Summary) -> None:
-        hist.update(step.enter, step.leave)
+        prediction = None
+        if self.classifier is not None:
+            prediction = self.classifier.step(step.enter, step.leave)
+            summary.flops_total += prediction.flops
+            summary.predictions += 1
+            # The summary keeps the prediction of the last window that received events: at the end
+            # of a recording the windows that only drain (lose events) carry no new information.
+            if len(step.enter) or summary.last_prediction is None:
+                summary.last_prediction = prediction.to_dict()
+        else:
+            hist.update(step.enter, step.leave)
         done = time.perf_counter()
         latency = None
         if step.last_index >= 0:
@@ -209,16 +234,25 @@ class Pipeline:
                     "left": len(step.leave),
                     "latency_ms": latency,
                     "representation": {"kind": "histogram", "total": int(len(step.window))},
+                    **({"prediction": prediction.to_dict()} if prediction is not None else {}),
                 }
             )
 
     def _status(self, s: Summary, elapsed: float) -> str:
         lat = f"{np.percentile(s.latencies_ms[-200:], 50):.2f} ms" if s.latencies_ms else "-"
         st = self.ring.stats()
-        return (
+        line = (
             f"{s.events_processed / max(elapsed, 1e-9) / 1e6:7.2f} M ev/s | windows {s.windows} | "
             f"dropped {st.dropped} | latency p50 {lat}"
         )
+        if s.last_prediction:
+            best = s.last_prediction["top"][0]
+            per_event = s.flops_total / max(s.events_processed, 1)
+            line += (
+                f" | {best['class']} ({best['probability']:.2f}) | "
+                f"{s.last_prediction['flops'] / 1e6:.2f} MFLOP/window, {per_event / 1e3:.1f} kFLOP/event"
+            )
+        return line
 
 
 def write_jsonl(path):

@@ -6,7 +6,10 @@ Two kinds, both fed arbitrary batches of events in stream order:
 * :class:`CountWindows` -- window ``k`` holds stream events ``[k*stride, k*stride + size)``
   (indices counted from the first event). Step ``k`` is emitted as soon as the window is full.
 * :class:`TimeWindows` -- window ``k`` holds events with ``t0 + k*stride <= t < t0 + k*stride +
-  duration`` (microseconds; ``t0`` is the first event's timestamp unless given). Step ``k`` is
+  duration`` (microseconds; ``t0`` is the first event's timestamp unless given, or with
+  ``trailing`` the first event's timestamp minus ``duration - stride``: the first window then ends
+  one stride after the first event and the windows fill up from there, so results start at once
+  instead of after a whole duration). Step ``k`` is
   emitted when an event at or past the window's end arrives, or at :meth:`flush` (end of stream).
   Events are assumed in timestamp order (as every reader yields them); one that arrives late
   joins the window that is open when it arrives.
@@ -71,6 +74,7 @@ class TimeWindowSpec:
     duration_us: int
     stride_us: int | None = None
     t0_us: int | None = None
+    trailing: bool = False  # without t0_us: the first window ends one stride after the first event
 
     def __post_init__(self):
         if self.duration_us <= 0 or (self.stride_us is not None and self.stride_us <= 0):
@@ -168,6 +172,7 @@ class TimeWindows:
         self.duration = spec.duration_us
         self.stride = spec.stride_us or spec.duration_us
         self._t0 = spec.t0_us
+        self._trailing = spec.trailing
         self._buf = _Buffer()
         self._k = 0
         self._prev: tuple[int, int] | None = None  # stream index range of window k-1
@@ -184,7 +189,7 @@ class TimeWindows:
     def push(self, events: np.ndarray) -> Iterator[WindowStep]:
         """Adds events; yields every window step they complete."""
         if len(events) and self._t0 is None:
-            self._t0 = int(events["t"][0])
+            self._t0 = int(events["t"][0]) - (self.duration - self.stride if self._trailing else 0)
         self._buf.append(events)
         yield from self._emit(final=False)
 

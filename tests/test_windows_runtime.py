@@ -87,6 +87,22 @@ def test_time_windows(n, duration, stride, k, seed, max_dt):
     _check_incremental(steps)
 
 
+@pytest.mark.parametrize("duration,stride", [(300, 10), (50, 50), (40, 70)])
+def test_trailing_time_windows_start_at_once(duration, stride):
+    """Trailing windows: the first ends one stride after the first event, and every window holds
+    exactly the events of its span."""
+    rng = np.random.default_rng(duration + stride)
+    ev = _stream(rng, 400, 5)
+    steps = _run(TimeWindows(TimeWindowSpec(duration, stride, trailing=True)), _batches(ev, rng, 5))
+    t_first = int(ev["t"][0])
+    assert steps[0].t_end_us == t_first + stride
+    for s in steps:
+        inside = ev[(ev["t"] >= s.t_start_us) & (ev["t"] < s.t_end_us)]
+        assert np.array_equal(s.window, inside)
+        assert s.t_end_us - s.t_start_us == duration
+    _check_incremental(steps)
+
+
 def test_time_windows_report_empty_windows():
     ev = make_events([1, 2], [1, 2], [100, 450], [0, 1])
     steps = _run(TimeWindows(TimeWindowSpec(100)), [ev])
