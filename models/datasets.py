@@ -404,7 +404,7 @@ class EventDataset(torch.utils.data.Dataset):
         if missing:
             message = f"{self._where()}: " + _listing(missing, len(out), "files are missing")
             if not self.skip_bad:
-                raise FileNotFoundError(message + " (pass skip_bad=True to drop them)")
+                raise FileNotFoundError(message + " (skip them with --skip-bad / skip_bad=True)")
             warnings.warn(message + "; they are dropped", BadSampleWarning, stacklevel=3)
             gone = set(missing)
             out = [s for s in out if s[0] not in gone]

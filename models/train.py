@@ -261,6 +261,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         ck.check(model=model_name, input_size=spec.input_shape[1:])
         if ck.classes != list(train_set.classes):
             raise ValueError(f"{cfg.resume} was trained on other classes than {cfg.dataset}")
+        planned = (ck.meta.get("config") or {}).get("epochs")
+        if planned is not None and int(planned) != cfg.epochs:
+            raise ValueError(
+                f"{cfg.resume} belongs to a {planned}-epoch run; resume it with --epochs {planned} "
+                "(the learning-rate schedule spans the planned epochs)"
+            )
         model.load_state_dict(ck.model_state)
         if ck.optimizer_state:
             opt.load_state_dict(ck.optimizer_state)

@@ -723,8 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains a model on an event dataset with a seeded per-class validation hold-out, "
         "N-ImageNet's augmentations (random time flip, horizontal flip, shift) as the dataset allows, "
         "and a checkpoint after every epoch (OUT, the best one also as OUT.best) that carries its "
-        "metadata and resumes with --resume. Under 'torchrun --nproc_per_node N -m evstream.runtime.cli "
-        "train ...' the same command trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs).",
+        "metadata and resumes with --resume. Under 'torchrun [--standalone] --nproc_per_node N -m "
+        "evstream.runtime.cli train ...' the same command trains with DistributedDataParallel "
+        "(NCCL on GPUs, gloo on CPUs).",
     )
     p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
     p.add_argument("--root", required=True, help="dataset folder")
