@@ -49,6 +49,7 @@ class TrainConfig:
     max_shift: int | None = None  # None: the dataset's default
     workers: int = 0
     resume: str | None = None
+    export: str | None = None  # also write the final model without optimizer state (to ship)
     skip_bad: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -367,6 +368,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             import torch.distributed as dist
 
             dist.barrier()
+    if d.main and cfg.export and metrics:
+        meta = _meta(cfg, train_set, model_name, val_files, cfg.epochs, metrics, d.world)
+        save_checkpoint(cfg.export, model, meta)
     if d.world > 1:
         import torch.distributed as dist
 

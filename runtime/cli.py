@@ -427,6 +427,8 @@ def cmd_train(args) -> int:
         max_shift=args.max_shift,
         workers=args.workers,
         resume=args.resume,
+        export=args.export,
+        label_smoothing=args.label_smoothing,
         skip_bad=args.skip_bad,
         command=["evstream", *sys.argv[1:]],
     )
@@ -744,6 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shift", type=int, help="largest random shift in pixels (default: per dataset)")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
     p.add_argument("--resume", metavar="CKPT", help="continue the training saved in CKPT")
+    p.add_argument(
+        "--export", metavar="FILE", help="also write the final model without optimizer state (to ship)"
+    )
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
     p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
