@@ -12,3 +12,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 #: dataset -> bundled checkpoint
 DEFAULT_CHECKPOINTS = {"nmnist": ASSETS / "nmnist_vgg.pt"}
+#: dataset -> sensor size (width, height) its bundled checkpoint was made for, known without
+#: loading it (so that ``evstream run`` on other sensors never imports torch)
+DEFAULT_SENSORS = {"nmnist": (34, 34)}

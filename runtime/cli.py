@@ -149,27 +149,26 @@ def _positive_int(text: str) -> int:
 def _classifier_for(args, source):
     """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
     when it fits the source's sensor, else none."""
-    from ..models.checkpoint import load_checkpoint
-    from .classifier import StreamClassifier
-
     if args.no_model:
         return None, None
-    size, options = (source.width, source.height), {"dense": args.dense, "threads": args.threads}
-    if args.model:
-        return StreamClassifier(load_checkpoint(args.model), size, **options), None
-    from ..models.default import DEFAULT_CHECKPOINTS
+    from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
-    path = DEFAULT_CHECKPOINTS["nmnist"]
-    if not path.exists():
-        return None, f"the bundled classifier ({path.name}) is missing from this installation; no model"
-    ck = load_checkpoint(path)
-    if list(ck.meta["sensor_size"]) != [source.width, source.height]:
-        w, h = ck.meta["sensor_size"]
+    if not args.model and tuple(DEFAULT_SENSORS["nmnist"]) != (source.width, source.height):
+        w, h = DEFAULT_SENSORS["nmnist"]
         return None, (
             f"the bundled classifier is for {w}x{h} N-MNIST recordings, the source is "
             f"{source.width}x{source.height}: running without a model (give --model CHECKPOINT)"
         )
-    return StreamClassifier(ck, size, **options), None
+    from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
+    from .classifier import StreamClassifier
+
+    size, options = (source.width, source.height), {"dense": args.dense, "threads": args.threads}
+    if args.model:
+        return StreamClassifier(load_checkpoint(args.model), size, **options), None
+    path = DEFAULT_CHECKPOINTS["nmnist"]
+    if not path.exists():
+        return None, f"the bundled classifier ({path.name}) is missing from this installation; no model"
+    return StreamClassifier(load_checkpoint(path), size, **options), None
 
 
 def _run_window(args, classifier):

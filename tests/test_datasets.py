@@ -390,7 +390,7 @@ def test_missing_files_are_listed(nmnist_list):
     for k in (2, 5):
         os.remove(root / f"{k}.bs2")
     with pytest.raises(
-        FileNotFoundError, match=r"2 of 12 files are missing: .*2\.bs2, .*5\.bs2 \(pass skip_bad"
+        FileNotFoundError, match=r"2 of 12 files are missing: .*2\.bs2, .*5\.bs2 \(skip them with --skip-bad"
     ):
         nmnist(root, "labels.txt")
     with pytest.warns(BadSampleWarning, match="2 of 12 files are missing"):
