@@ -28,7 +28,7 @@ ncaltech101_vgg13   191 x 255       C16 C16 MP C32 C32 MP C64 C64 MP C128 C128 M
                                     C256 MP C512, tail conv 512->256 s2 (2 x 3), FC 1536->101
 ncars_vgg12         95 x 127        C16 C16 MP C32 C32 MP C64 C64 MP C128 C128 MP C256,
                                     tail conv 256->128 s2 (2 x 3), FC 768->2
-nmnist_vgg          34 x 34         C16 C16 MP2 C32 C32 MP2 C64 C64, tail conv 64->128 s2
+nmnist_vgg          34 x 34         C32 C32 MP2 C64 C64 MP2 C128 C128, tail conv 128->128 s2
                                     (3 x 3), global average pooling, FC 128->10
 ==================  ==============  ===================================================
 
@@ -143,7 +143,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             "nmnist_vgg",
             34,
             34,
-            _vgg([16, 16, "MP2", 32, 32, "MP2", 64, 64]),
+            _vgg([32, 32, "MP2", 64, 64, "MP2", 128, 128]),
             tail_channels=128,
             num_classes=10,
             head="avgpool",
