@@ -1,4 +1,4 @@
-"""Event datasets (models/datasets.py): every layout built as a small fake dataset in tmp_path with
+"""Event datasets (models/datasets/): every layout built as a small fake dataset in tmp_path with
 evstream's own writers, the augmentations' invariants, reproducible randomness, bad-input reports,
 and the real N-MNIST recordings in ../shared/data/nmnist_small."""
 
