@@ -14,6 +14,7 @@ recording's whole stream, no augmentation, the model in eval mode.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
@@ -175,7 +176,6 @@ def evaluate(
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     classes = classes or list(getattr(dataset, "classes", [])) or None
-    n_classes = len(classes) if classes else None
     top1 = top5 = total = 0
     per_correct: dict[int, int] = {}
     per_total: dict[int, int] = {}
@@ -190,7 +190,7 @@ def evaluate(
         for label, ok in zip(y.tolist(), hit1.tolist(), strict=True):
             per_total[label] = per_total.get(label, 0) + 1
             per_correct[label] = per_correct.get(label, 0) + int(ok)
-    name = (lambda i: classes[i]) if classes and n_classes else str
+    name = (lambda i: classes[i]) if classes else str
     return {
         "samples": total,
         "top1": top1 / total if total else None,
@@ -207,16 +207,19 @@ def evaluate(
 def _meta(
     cfg: TrainConfig, dataset, model_name: str, val_files: list[str], epoch: int, metrics: dict, world: int
 ) -> dict:
-    spec = MODELS[model_name]
+    data = dataset.metadata()
     return {
         "model": model_name,
-        "model_options": {"num_classes": len(dataset.classes)},
-        "classes": list(dataset.classes),
-        "representation": {"name": getattr(dataset, "representation", "event_histogram"), "params": {}},
-        "window": {"kind": "all"},
+        "model_options": {"num_classes": len(data["classes"])},
+        "classes": data["classes"],
+        "representation": {"name": data["representation"], "params": data["params"]},
+        # evaluation reads each recording whole, or its first max_events events
+        "window": (
+            {"kind": "all"} if data["max_events"] is None else {"kind": "count", "events": data["max_events"]}
+        ),
         "stream_window": DATASET_DEFAULTS.get(cfg.dataset, {}).get("stream_window"),
-        "sensor_size": list(dataset.sensor_size),
-        "input_size": list(spec.input_shape[1:]),
+        "sensor_size": data["sensor_size"],
+        "input_size": data["input_size"],
         "dataset": cfg.dataset,
         "data": {"root": str(cfg.root), "list": cfg.list_file, "validation_files": val_files},
         "command": cfg.command,
@@ -240,7 +243,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
     train_set = _dataset(cfg, augment=cfg.augment)
-    eval_set = _dataset(cfg, augment=False)
+    eval_set = copy.copy(train_set)  # the same samples (scanned once), without augmentation
+    eval_set.augment = None
     labels = [label for _, label in train_set.samples]
     tr_idx, val_idx = split_indices(labels, cfg.val_fraction, cfg.seed)
     val_files = [str(train_set.samples[i][0].name) for i in val_idx]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..kernels import _core
 from ..kernels.representations.geometry import nearest_source_index, resize_nearest_image
 from ..models.checkpoint import Checkpoint, CheckpointError
 from ..models.sparse_vgg import SparseVGG
+from .pipeline import Histogram
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ class StreamClassifier:
         self.in_h, self.in_w = (int(v) for v in meta["input_size"])
         self.model = checkpoint.build()
         self.top_k = max(1, min(top_k, len(self.classes)))
-        # counts[p, y, x] (OFF = p 0 first, as histogram_add counts); the models take ON first
-        self.counts = np.zeros((2, self.height, self.width), np.int32)
+        # counts[p, y, x] (OFF = p 0 first); the models take ON first
+        self.hist = Histogram(self.width, self.height)
         self.identity = (self.in_h, self.in_w) == (self.height, self.width)
         self.rows = nearest_source_index(self.height, self.in_h)
         self.cols = nearest_source_index(self.width, self.in_w)
@@ -101,7 +101,8 @@ class StreamClassifier:
         return None
 
     def _logits_dense(self) -> np.ndarray:
-        x = torch.from_numpy(resize_nearest_image(self.counts[::-1].astype(np.float32), self.in_h, self.in_w))
+        on_first = self.hist.counts[::-1].astype(np.float32)
+        x = torch.from_numpy(resize_nearest_image(on_first, self.in_h, self.in_w))
         with torch.no_grad():
             return self.model(x[None])[0].numpy()
 
@@ -126,16 +127,13 @@ class StreamClassifier:
 
     def step(self, enter: np.ndarray, leave: np.ndarray) -> Prediction:
         """Slides the histogram by one window step and returns the new prediction."""
-        if len(enter):
-            _core.histogram_add(self.counts, np.ascontiguousarray(enter), 1)
-        if len(leave):
-            _core.histogram_add(self.counts, np.ascontiguousarray(leave), -1)
+        self.hist.update(enter, leave)
         sites = self._changed_sites(enter, leave)
         if self.dense:
             self.logits = self._logits_dense()
             flops = self.dense_flops or 0
         else:
-            values = self.counts[::-1, self.rows[sites[:, 0]], self.cols[sites[:, 1]]].T
+            values = self.hist.counts[::-1, self.rows[sites[:, 0]], self.cols[sites[:, 1]]].T
             self.logits = self.engine.update(sites, np.ascontiguousarray(values, dtype=np.float32))
             flops = self.engine.last_cost().async_sparse
         return Prediction(self.top(), int(flops), len(sites))

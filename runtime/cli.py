@@ -469,6 +469,15 @@ def _default_checkpoint(dataset: str) -> str:
     return str(DEFAULT_CHECKPOINTS[dataset])
 
 
+def _dataset_arguments(p: argparse.ArgumentParser, datasets: list[str]) -> None:
+    """The dataset options train and eval share."""
+    p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
 
@@ -728,9 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evstream.runtime.cli train ...' the same command trains with DistributedDataParallel "
         "(NCCL on GPUs, gloo on CPUs).",
     )
-    p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
-    p.add_argument("--root", required=True, help="dataset folder")
-    p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
+    _dataset_arguments(p, datasets)
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write")
     p.add_argument("--model", help="model name (default: the dataset's usual model)")
     p.add_argument("--epochs", type=_positive_int, default=30, help="epochs (default 30)")
@@ -743,13 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and shuffling")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--max-shift", type=int, help="largest random shift in pixels (default: per dataset)")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
     p.add_argument("--resume", metavar="CKPT", help="continue the training saved in CKPT")
     p.add_argument(
         "--export", metavar="FILE", help="also write the final model without optimizer state (to ship)"
     )
     p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
-    p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
     p.set_defaults(func=cmd_train)
@@ -760,13 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluates a checkpoint (default: the bundled classifier for the dataset) with the "
         "fixed evaluation protocol: every recording whole, no augmentation, no randomness.",
     )
-    p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
-    p.add_argument("--root", required=True, help="dataset folder")
-    p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
+    _dataset_arguments(p, datasets)
     p.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled one for the dataset)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
-    p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
     p.add_argument("--json", action="store_true", help="print the results as JSON (top1, top5, samples, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

@@ -145,7 +145,8 @@ class Pipeline:
         windows = (
             CountWindows(cfg.window) if isinstance(cfg.window, CountWindowSpec) else TimeWindows(cfg.window)
         )
-        hist = Histogram(self.source.width, self.source.height)
+        # with a classifier the histogram is its own (it feeds the model the pixels that change)
+        hist = None if self.classifier is not None else Histogram(self.source.width, self.source.height)
         producer = threading.Thread(target=self._produce, name="evstream-source", daemon=True)
         start = time.perf_counter()
         producer.start()
@@ -203,7 +204,7 @@ class Pipeline:
             return self._arrivals[0][1]
         return None
 
-    def _finish_window(self, step, hist: Histogram, summary: Summary) -> None:
+    def _finish_window(self, step, hist: Histogram | None, summary: Summary) -> None:
         prediction = None
         if self.classifier is not None:
             prediction = self.classifier.step(step.enter, step.leave)

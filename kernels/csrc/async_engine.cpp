@@ -534,18 +534,11 @@ Engine::Engine(int height, int width, int channels) {
     input_sites_.resize(height * width);
 }
 
-void Engine::check_input(int h, int w, int c, const char* what) const {
-    (void)h;
-    (void)w;
-    const Map& last = last_map();
-    require(c == last.channels, std::string(what) + ": expected " + std::to_string(last.channels) +
-                                    " input channels (the previous layer's), got " + std::to_string(c));
-}
-
 void Engine::add_conv(int cin, int cout, int ksize, int stride, int padding, ConvMode mode, bool relu,
                       std::vector<float> weights, std::vector<float> bias) {
     const Map& last = last_map();
-    check_input(last.height, last.width, cin, "convolution");
+    require(cin == last.channels, "convolution: expected " + std::to_string(last.channels) +
+                                      " input channels (the previous layer's), got " + std::to_string(cin));
     layers_.push_back(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode,
                                                   relu, std::move(weights), std::move(bias)));
     layers_.back()->workers = workers_.get();
@@ -574,6 +567,17 @@ void Engine::set_threads(int threads) {
     for (auto& layer : layers_) layer->workers = workers_.get();
 }
 
+// Every active site of `map`, as changed from an empty map.
+static void all_active(const Map& map, Changes& out) {
+    out.clear(map.channels);
+    for (int s = 0; s < map.sites(); ++s)
+        if (map.active[size_t(s)]) {
+            out.sites.push_back(s);
+            out.was_active.push_back(0);
+        }
+    out.old_values.assign(out.size() * size_t(map.channels), 0.0f);
+}
+
 void Engine::reset() {
     std::fill(input_.values.begin(), input_.values.end(), 0.0f);
     std::fill(input_.active.begin(), input_.active.end(), 0);
@@ -582,17 +586,8 @@ void Engine::reset() {
     const Map* in = &input_;
     for (auto& layer : layers_) {
         layer->reset();
-        Changes& all = changes_a_;
-        all.clear(in->channels);
-        for (int s = 0; s < in->sites(); ++s)
-            if (in->active[size_t(s)]) {
-                all.sites.push_back(s);
-                all.was_active.push_back(0);
-            }
-        if (all.size()) {
-            all.old_values.assign(all.size() * size_t(in->channels), 0.0f);
-            layer->update(*in, all, changes_b_);
-        }
+        all_active(*in, changes_a_);
+        if (changes_a_.size()) layer->update(*in, changes_a_, changes_b_);
         in = &layer->output();
     }
 }
@@ -644,21 +639,13 @@ void Engine::update(const int32_t* ys, const int32_t* xs, const float* values, s
 void Engine::batch(const float* dense) {
     reset();
     const int c = input_.channels, sites = input_.sites();
-    Changes& ch = changes_a_;
-    ch.clear(c);
     std::copy(dense, dense + size_t(sites) * size_t(c), input_.values.begin());
     for (int s = 0; s < sites; ++s) {
         const float* row = input_.row(s);
-        bool any = false;
-        for (int k = 0; k < c; ++k) any |= row[k] != 0.0f;
-        input_.active[size_t(s)] = any;
-        if (any) {
-            ch.sites.push_back(s);
-            ch.was_active.push_back(0);
-        }
+        input_.active[size_t(s)] = std::any_of(row, row + c, [](float v) { return v != 0.0f; });
     }
-    ch.old_values.assign(ch.sites.size() * size_t(c), 0.0f);
-    propagate(ch);
+    all_active(input_, changes_a_);
+    propagate(changes_a_);
 }
 
 void Engine::propagate(Changes& in_changes) {

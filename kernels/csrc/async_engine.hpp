@@ -250,7 +250,6 @@ class Engine {
 
    private:
     void propagate(Changes& in_changes);
-    void check_input(int h, int w, int c, const char* what) const;
     Map input_;
     std::vector<std::unique_ptr<Layer>> layers_;
     std::unique_ptr<Workers> workers_;
