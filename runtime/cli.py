@@ -162,7 +162,8 @@ def _classifier_for(args, source):
     from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
     from .classifier import StreamClassifier
 
-    size, options = (source.width, source.height), {"dense": args.dense, "threads": args.threads}
+    size = (source.width, source.height)
+    options = {"dense": args.dense, "threads": args.threads, "top_k": args.top_k}
     if args.model:
         return StreamClassifier(load_checkpoint(args.model), size, **options), None
     path = DEFAULT_CHECKPOINTS["nmnist"]
@@ -196,6 +197,19 @@ def cmd_run(args) -> int:
     from .sources import open_source
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
+    use_viewer = args.viewer or args.screenshot is not None
+    if args.screenshot is not None:
+        _check_screenshot_path(args.screenshot)
+        if args.after is None or not args.after >= 0:
+            raise ValueError(f"--after must be a number of seconds >= 0, got {args.after}")
+    if use_viewer:
+        from .viewer import NO_DISPLAY_ADVICE, ViewerUnavailable, import_qt, probe_display
+
+        import_qt()  # ImportError naming the extra, before anything runs
+        if args.screenshot is None and (problem := probe_display()):
+            print(f"evstream {args.command}: error: --viewer cannot open a window: {problem}.", file=sys.stderr)
+            print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
+            return EXIT_USAGE
     source = open_source(
         args.source,
         speed=args.speed,
@@ -216,7 +230,7 @@ def cmd_run(args) -> int:
     if args.publish:
         sinks.append(_result_publisher(args.publish))
     status = None
-    if not args.quiet and sys.stderr.isatty():
+    if not args.quiet and sys.stderr.isatty() and not use_viewer:
 
         def status(line: str) -> None:
             print("\r" + line + " " * 8, end="", file=sys.stderr, flush=True)
@@ -224,21 +238,42 @@ def cmd_run(args) -> int:
     config = RunConfig(
         window=window, ring_capacity=args.ring, policy=args.policy, max_seconds=args.max_seconds
     )
+    tap = None
+    if use_viewer:
+        from .viewer_state import ViewerTap
+
+        tap = ViewerTap()
     pipeline = Pipeline(
         source,
         config,
         on_window=(lambda r: [s(r) for s in sinks]) if sinks else None,
         on_status=status,
         classifier=classifier,
+        tap=tap,
     )
+    viewer_stats = None
     try:
-        summary = pipeline.run()
+        if use_viewer:
+            from .viewer import run_viewer
+
+            try:
+                summary, viewer_stats = run_viewer(
+                    pipeline, tap, screenshot=args.screenshot, after_s=args.after, top_k=args.top_k
+                )
+            except ViewerUnavailable as exc:
+                print(f"evstream {args.command}: error: --viewer cannot open a window: {exc}.", file=sys.stderr)
+                print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
+                return EXIT_USAGE
+        else:
+            summary = pipeline.run()
     finally:
         for s in sinks:
             s.close()
     if status:
         print(file=sys.stderr)
     result = summary.to_dict()
+    if viewer_stats is not None:
+        result["viewer"] = viewer_stats.to_dict()
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(result, f, indent=2)
@@ -261,12 +296,39 @@ def cmd_run(args) -> int:
                 else ""
             )
         )
+        if summary.cancelled:
+            print(
+                f"stopped early (viewer closed): {result['events_unprocessed']:,} events received "
+                "but not processed", file=sys.stderr
+            )
+        if viewer_stats is not None:
+            fps = viewer_stats.fps_median
+            print(
+                f"viewer: {viewer_stats.frames:,} frames"
+                + (f", median {fps:.1f} frames/s" if fps else "")
+                + (f", {viewer_stats.undrawn_events:,} events not drawn (viewer behind)"
+                   if viewer_stats.undrawn_events else "")
+                + (f", screenshot {viewer_stats.screenshot}" if viewer_stats.screenshot else "")
+            )
     if summary.error == "interrupted":
         return 130
     if summary.error:
-        print(f"evstream run: error: {summary.error}", file=sys.stderr)
+        print(f"evstream {args.command}: error: {summary.error}", file=sys.stderr)
         return EXIT_DATA_ERROR
     return 0
+
+
+def cmd_view(args) -> int:
+    args.source, args.viewer = args.file, True
+    return cmd_run(args)
+
+
+def _check_screenshot_path(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--screenshot {path}: folder {folder} does not exist")
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"--screenshot {path}: give a .png file name")
 
 
 def _result_publisher(url: str):
@@ -478,62 +540,10 @@ def _dataset_arguments(p: argparse.ArgumentParser, datasets: list[str]) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``view``."""
+    from ..replay.formats import READERS
 
-    readable = ", ".join(sorted(READERS))
-    parser = argparse.ArgumentParser(
-        prog="evstream",
-        description="Real-time recognition runtime for event cameras.",
-        epilog="Run 'evstream COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"evstream {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser(
-        "info",
-        help="describe a recording: format, sensor, events, time span, rate, polarity",
-        description="Reads a recording once (streaming) and prints its format, sensor size, event count, "
-        "first/last timestamp, duration, mean event rate, polarity balance and any skipped or damaged data.",
-    )
-    p.add_argument("file", help="event recording (format detected from content)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--format", choices=sorted(READERS), help=f"skip detection; one of: {readable}")
-    p.add_argument(
-        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
-    )
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser(
-        "convert",
-        help="convert a recording to another format",
-        description="Streams every event of INPUT into OUTPUT. The output format comes from --to or OUTPUT's "
-        f"extension ({', '.join(f'{k}={v}' for k, v in sorted(WRITE_EXTENSIONS.items()))}).",
-    )
-    p.add_argument("input", help="event recording to read (any readable format)")
-    p.add_argument("output", help="file to write")
-    p.add_argument("--to", choices=sorted(WRITERS), help="output format (default: from the extension)")
-    p.add_argument("--in-format", choices=sorted(READERS), help="input format (default: detected)")
-    p.add_argument(
-        "--sensor", type=_sensor_size, metavar="WxH", help="input sensor size, if the file lacks it"
-    )
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser(
-        "run",
-        help="run the streaming loop on a recording or a live stream",
-        description="Streams events from SOURCE through a ring buffer into sliding windows, an "
-        "incrementally updated event histogram and a classifier whose predictions refresh at every "
-        "window step (the asynchronous sparse CNN engine, or the torch model with --dense), with a live "
-        "status line (prediction, latency, FLOPs per window and per event), per-window results and a "
-        "summary. Without --model the bundled N-MNIST classifier runs on 34x34 sources.",
-    )
-    p.add_argument(
-        "--source", required=True, help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH"
-    )
     p.add_argument(
         "--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 0.1 slower, 'max' (default 1)"
     )
@@ -593,7 +603,97 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=_positive_int, default=1, help="threads of the asynchronous engine")
     p.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
+    p.add_argument(
+        "--top-k", type=_positive_int, default=3, help="classes reported with their probability (default 3)"
+    )
+    viewer = p.add_argument_group("viewer (pip install 'evstream[viewer]')")
+    viewer.add_argument(
+        "--viewer", action="store_true", help="open the Qt viewer (events, model input, predictions, plots)"
+    )
+    viewer.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="open the viewer (offscreen when there is no display), save a screenshot and exit",
+    )
+    viewer.add_argument(
+        "--after",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="with --screenshot: seconds after the start (default 3; earlier if the stream ends)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
+
+    readable = ", ".join(sorted(READERS))
+    parser = argparse.ArgumentParser(
+        prog="evstream",
+        description="Real-time recognition runtime for event cameras.",
+        epilog="Run 'evstream COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"evstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "info",
+        help="describe a recording: format, sensor, events, time span, rate, polarity",
+        description="Reads a recording once (streaming) and prints its format, sensor size, event count, "
+        "first/last timestamp, duration, mean event rate, polarity balance and any skipped or damaged data.",
+    )
+    p.add_argument("file", help="event recording (format detected from content)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--format", choices=sorted(READERS), help=f"skip detection; one of: {readable}")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
+    )
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a recording to another format",
+        description="Streams every event of INPUT into OUTPUT. The output format comes from --to or OUTPUT's "
+        f"extension ({', '.join(f'{k}={v}' for k, v in sorted(WRITE_EXTENSIONS.items()))}).",
+    )
+    p.add_argument("input", help="event recording to read (any readable format)")
+    p.add_argument("output", help="file to write")
+    p.add_argument("--to", choices=sorted(WRITERS), help="output format (default: from the extension)")
+    p.add_argument("--in-format", choices=sorted(READERS), help="input format (default: detected)")
+    p.add_argument(
+        "--sensor", type=_sensor_size, metavar="WxH", help="input sensor size, if the file lacks it"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "run",
+        help="run the streaming loop on a recording or a live stream",
+        description="Streams events from SOURCE through a ring buffer into sliding windows, an "
+        "incrementally updated event histogram and a classifier whose predictions refresh at every "
+        "window step (the asynchronous sparse CNN engine, or the torch model with --dense), with a live "
+        "status line (prediction, latency, FLOPs per window and per event), per-window results and a "
+        "summary. Without --model the bundled N-MNIST classifier runs on 34x34 sources.",
+    )
+    p.add_argument(
+        "--source", required=True, help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH"
+    )
+    _run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "view",
+        help="replay a recording in the viewer (evstream run --source FILE --viewer)",
+        description="Replays FILE through the streaming loop with the Qt viewer open: the decaying event "
+        "frame, the model's input, top-k predictions and rolling plots of event rate, window latency and "
+        "FLOPs per event. Keys: Space pause/resume, + and - speed, 1 real time, H help, Q quit. Takes the "
+        "options of 'evstream run'.",
+    )
+    p.add_argument("file", help="event recording (any readable format), or any --source value")
+    _run_options(p)
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser(
         "publish",

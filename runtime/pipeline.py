@@ -9,6 +9,12 @@ reports their FLOPs; without one the output is the event histogram itself.
 
 Latency of a window: from the arrival of its newest event (the moment the source handed it
 over) to the moment the window's result is ready.
+
+Observers: ``on_window`` gets every window's result; a ``tap`` (the viewer's
+:class:`~evstream.runtime.viewer_state.ViewerTap`) gets each step's entering events, prediction
+and latency and takes a copy of the representation only when its reader asked for one, so a slow
+reader costs the loop nothing. :meth:`Pipeline.cancel` (from another thread) ends a run early;
+the events still in the ring are then reported as ``events_unprocessed``.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ class Summary:
     latencies_ms: list = field(default_factory=list)
     wall_s: float = 0.0
     source_stats: dict = field(default_factory=dict)
+    events_unprocessed: int = 0  # still in the ring when a run was cancelled or stopped by an error
     error: str | None = None
+    cancelled: bool = False
     model: str | None = None
     flops_total: int = 0
     predictions: int = 0
@@ -81,6 +89,8 @@ class Summary:
             "events_in": self.events_in,
             "events_processed": self.events_processed,
             "events_dropped": self.events_dropped,
+            "events_unprocessed": self.events_unprocessed,
+            "cancelled": self.cancelled,
             "windows": self.windows,
             "latency_ms_p50": pct(50),
             "latency_ms_p90": pct(90),
@@ -103,15 +113,20 @@ class Summary:
 class Pipeline:
     """Runs a source through the loop; ``on_window(result)`` is called for every window."""
 
-    def __init__(self, source: Source, config: RunConfig, on_window=None, on_status=None, classifier=None):
+    def __init__(
+        self, source: Source, config: RunConfig, on_window=None, on_status=None, classifier=None, tap=None
+    ):
         self.source, self.config = source, config
         self.classifier = classifier
+        self.tap = tap
         self.on_window, self.on_status = on_window, on_status
         policy = config.policy or ("drop-oldest" if source.live else "block")
         self.ring = EventRing(config.ring_capacity, policy)
         self._arrivals: deque = deque()  # (ring index of a batch's first event, arrival time)
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._cancel = threading.Event()
+        self.summary: Summary | None = None  # the running summary (its counters are read live)
 
     def _produce(self) -> None:
         block = self.ring.policy == "block"
@@ -137,9 +152,18 @@ class Pipeline:
         self._stop.set()
         self.source.stop()
 
+    def cancel(self) -> None:
+        """Ends :meth:`run` soon, from any thread: the source stops, the windows are not flushed."""
+        self._cancel.set()
+        self.stop()
+
+    def dropped(self) -> int:
+        """Events dropped so far (ring overflow; the source's own gaps are added at the end)."""
+        return self.ring.stats().dropped
+
     def run(self) -> Summary:
         cfg = self.config
-        summary = Summary(self.source.description)
+        summary = self.summary = Summary(self.source.description)
         if self.classifier is not None:
             summary.model = self.classifier.mode
         windows = (
@@ -147,6 +171,8 @@ class Pipeline:
         )
         # with a classifier the histogram is its own (it feeds the model the pixels that change)
         hist = None if self.classifier is not None else Histogram(self.source.width, self.source.height)
+        if self.tap is not None:
+            self.tap.attach(self.classifier.hist if self.classifier is not None else hist)
         producer = threading.Thread(target=self._produce, name="evstream-source", daemon=True)
         start = time.perf_counter()
         producer.start()
@@ -156,6 +182,9 @@ class Pipeline:
         try:
             while True:
                 if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                    break
+                if self._cancel.is_set():
+                    summary.cancelled = True
                     break
                 batch, first = self.ring.pop_indexed(cfg.pop_events, timeout=0.05)
                 if not len(batch):
@@ -171,8 +200,9 @@ class Pipeline:
                 if self.on_status and now - last_status >= 0.25:
                     last_status = now
                     self.on_status(self._status(summary, now - start))
-            for step in windows.flush():
-                self._finish_window(step, hist, summary)
+            if not summary.cancelled:
+                for step in windows.flush():
+                    self._finish_window(step, hist, summary)
         except KeyboardInterrupt:
             summary.error = "interrupted"
         finally:
@@ -184,6 +214,7 @@ class Pipeline:
         st = self.ring.stats()
         summary.events_in = st.offered
         summary.events_dropped = st.dropped
+        summary.events_unprocessed = st.offered - st.dropped - summary.events_processed
         summary.wall_s = time.perf_counter() - start
         summary.source_stats = self.source.stats()
         summary.events_dropped += int(summary.source_stats.get("gap_events", 0))
@@ -224,6 +255,8 @@ class Pipeline:
                 latency = (done - arrival) * 1e3
                 summary.latencies_ms.append(latency)
         summary.windows += 1
+        if self.tap is not None:
+            self.tap.window(step, prediction, latency)
         if self.on_window:
             self.on_window(
                 {

@@ -8,7 +8,9 @@
 * ``dv:``, ``dv-net://host:port``, ``metavision:``: real sensors (``sensor_sources.py``).
 
 Every source yields event arrays (``EVENT_DTYPE``) from :meth:`Source.batches` until the end of
-the stream, knows the sensor size, and reports what it lost in :meth:`Source.stats`.
+the stream, knows the sensor size, and reports what it lost in :meth:`Source.stats`. Paced
+sources (recordings, video files) have a :class:`Pacer`: the viewer pauses, resumes and changes
+their speed while they run.
 """
 
 from __future__ import annotations
@@ -25,13 +27,91 @@ import numpy as np
 log = logging.getLogger("evstream.sources")
 
 
+class Pacer:
+    """Paces a recorded stream by its timestamps, at a speed that can change while it runs.
+
+    :meth:`wait` ``(t_us)`` returns when the event time ``t_us`` is due: ``speed`` 1.0 is real
+    time, 2.0 twice as fast, None as fast as possible. A speed change or a pause re-anchors the
+    clock at the current stream time, so the replay continues from where it is instead of
+    jumping ahead or waiting to catch up. Thread-safe: the viewer calls :meth:`set_speed`,
+    :meth:`pause` and :meth:`resume` from its own thread.
+    """
+
+    def __init__(self, speed: float | None, stop: threading.Event):
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+        self._speed = speed
+        self._stop = stop
+        self._paused = False
+        self._cond = threading.Condition()
+        self._anchor: tuple[float, int] | None = None  # (wall time, stream time) of the last re-anchoring
+        self._last_t: int | None = None
+
+    @property
+    def speed(self) -> float | None:
+        return self._speed
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_speed(self, speed: float | None) -> None:
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+        with self._cond:
+            self._speed = speed
+            self._reanchor()
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._reanchor()
+
+    def wake(self) -> None:
+        """Wakes a waiting :meth:`wait` (after the stop event was set)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _reanchor(self) -> None:
+        self._anchor = None if self._last_t is None else (time.perf_counter(), self._last_t)
+        self._cond.notify_all()
+
+    def wait(self, t_us: int) -> bool:
+        """Blocks until stream time ``t_us`` is due; False when the source was stopped."""
+        with self._cond:
+            while True:
+                if self._stop.is_set():
+                    return False
+                if self._paused:
+                    self._cond.wait(0.25)
+                    continue
+                now = time.perf_counter()
+                if self._speed is None or self._anchor is None:
+                    self._anchor = (now, t_us)
+                    break
+                due = self._anchor[0] + (t_us - self._anchor[1]) * 1e-6 / self._speed
+                if due <= now:
+                    break
+                self._cond.wait(min(due - now, 0.25))
+            self._last_t = t_us
+            return True
+
+
 class Source(ABC):
-    """A stream of events. ``live`` sources drop on overload; recordings wait."""
+    """A stream of events. ``live`` sources drop on overload; recordings wait.
+
+    ``pacer`` is the :class:`Pacer` of sources replayed at a controllable speed, else None."""
 
     live = False
     description = ""
     width = 0
     height = 0
+    pacer: Pacer | None = None
 
     def __init__(self):
         self._stop = threading.Event()
@@ -43,6 +123,8 @@ class Source(ABC):
     def stop(self) -> None:
         """Asks :meth:`batches` to return soon (from any thread)."""
         self._stop.set()
+        if self.pacer is not None:
+            self.pacer.wake()
 
     def stats(self) -> dict:
         """Counters of events lost or skipped before they reached evstream."""
@@ -74,13 +156,12 @@ class FileSource(Source):
         super().__init__()
         from ..replay import open_events
 
-        if speed is not None and speed <= 0:
-            raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+        self.pacer = Pacer(speed, self._stop)
         self.path = os.fspath(path)
         self._open = lambda: open_events(self.path, format, sensor_size)
         with self._open() as r:
             self.width, self.height, self.format = r.width, r.height, r.format
-        self.speed, self.loop, self.slice_us = speed, loop, slice_us
+        self.loop, self.slice_us = loop, slice_us
         self.description = (
             f"{self.path} ({self.format}, {self.width}x{self.height}, "
             + ("max speed" if speed is None else f"speed {speed:g}")
@@ -97,11 +178,9 @@ class FileSource(Source):
         while not self._stop.is_set():
             last_t = None
             with self._open() as reader:
-                if self.speed is None:
-                    parts = reader.blocks()
-                else:
-                    parts = reader.time_windows(self.slice_us)
-                wall0 = t0 = None
+                # paced in slices of recording time; a replay started at full speed goes by
+                # blocks (a later speed change paces block by block)
+                parts = reader.blocks() if self.pacer.speed is None else reader.time_windows(self.slice_us)
                 for ev in parts:
                     if self._stop.is_set():
                         return
@@ -112,13 +191,8 @@ class FileSource(Source):
                     if shift:
                         ev = copy_events(ev)
                         ev["t"] += shift
-                    if self.speed is not None:
-                        if wall0 is None:
-                            wall0, t0 = time.perf_counter(), int(ev["t"][0])
-                        due = wall0 + (int(ev["t"][-1]) - t0) * 1e-6 / self.speed
-                        delay = due - time.perf_counter()
-                        if delay > 0 and self._stop.wait(delay):
-                            return
+                    if not self.pacer.wait(int(ev["t"][-1])):
+                        return
                     last_t = int(ev["t"][-1])
                     yield ev
                 self.reader_counters = dict(reader.counters)

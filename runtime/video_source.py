@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .sources import Source
+from .sources import Pacer, Source
 
 
 def _cv2():
@@ -52,7 +52,8 @@ class VideoSource(Source):
                 "(no such device, no permission, or an unsupported codec)"
             )
         self.height, self.width = frame.shape[:2]
-        self.speed, self.loop, self.spec = speed, loop, spec
+        self.loop, self.spec = loop, spec
+        self.pacer = None if self.live else Pacer(speed, self._stop)
         self._emulator = lambda: EventEmulator(self.width, self.height, config or EmulatorConfig())
         self.description = f"{spec} ({self.width}x{self.height}, emulated events)"
         self.frames = 0
@@ -77,10 +78,8 @@ class VideoSource(Source):
                         if t_last is not None and t <= t_last:
                             fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
                             t = t_last + int(1e6 / fps)
-                        if self.speed is not None:
-                            delay = wall0 + (t - offset) * 1e-6 / self.speed - time.perf_counter()
-                            if delay > 0 and self._stop.wait(delay):
-                                return
+                        if not self.pacer.wait(t):
+                            return
                     t_last = t
                     self.frames += 1
                     events = emu.frame(grey, t)
