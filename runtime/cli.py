@@ -207,7 +207,9 @@ def cmd_run(args) -> int:
 
         import_qt()  # ImportError naming the extra, before anything runs
         if args.screenshot is None and (problem := probe_display()):
-            print(f"evstream {args.command}: error: --viewer cannot open a window: {problem}.", file=sys.stderr)
+            print(
+                f"evstream {args.command}: error: --viewer cannot open a window: {problem}.", file=sys.stderr
+            )
             print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
             return EXIT_USAGE
     source = open_source(
@@ -261,7 +263,9 @@ def cmd_run(args) -> int:
                     pipeline, tap, screenshot=args.screenshot, after_s=args.after, top_k=args.top_k
                 )
             except ViewerUnavailable as exc:
-                print(f"evstream {args.command}: error: --viewer cannot open a window: {exc}.", file=sys.stderr)
+                print(
+                    f"evstream {args.command}: error: --viewer cannot open a window: {exc}.", file=sys.stderr
+                )
                 print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
                 return EXIT_USAGE
         else:
@@ -299,15 +303,19 @@ def cmd_run(args) -> int:
         if summary.cancelled:
             print(
                 f"stopped early (viewer closed): {result['events_unprocessed']:,} events received "
-                "but not processed", file=sys.stderr
+                "but not processed",
+                file=sys.stderr,
             )
         if viewer_stats is not None:
             fps = viewer_stats.fps_median
             print(
                 f"viewer: {viewer_stats.frames:,} frames"
                 + (f", median {fps:.1f} frames/s" if fps else "")
-                + (f", {viewer_stats.undrawn_events:,} events not drawn (viewer behind)"
-                   if viewer_stats.undrawn_events else "")
+                + (
+                    f", {viewer_stats.undrawn_events:,} events not drawn (viewer behind)"
+                    if viewer_stats.undrawn_events
+                    else ""
+                )
                 + (f", screenshot {viewer_stats.screenshot}" if viewer_stats.screenshot else "")
             )
     if summary.error == "interrupted":
@@ -511,7 +519,10 @@ def cmd_eval(args) -> int:
         options["list_file"] = args.list
     dataset = build_dataset(args.dataset, args.root, **options)
     result = eval_checkpoint(
-        checkpoint, dataset, batch_size=args.batch_size, workers=args.workers,
+        checkpoint,
+        dataset,
+        batch_size=args.batch_size,
+        workers=args.workers,
         progress=not args.quiet and not args.json and sys.stderr.isatty(),
     )
     if args.json:

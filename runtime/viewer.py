@@ -155,7 +155,9 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             self.stats = ViewerStats()
             self.t_start = time.perf_counter()
             self._acc = {"entered": 0, "flops": 0, "lat": [], "t": self.t_start}
-            self.history = {k: deque(maxlen=int(HISTORY_S / PLOT_PERIOD_S)) for k in ("t", "rate", "lat", "fpe")}
+            self.history = {
+                k: deque(maxlen=int(HISTORY_S / PLOT_PERIOD_S)) for k in ("t", "rate", "lat", "fpe")
+            }
             self.prediction: dict | None = None
             self.events_drawn = 0
             self._lut = pg.colormap.get("viridis").getLookupTable(nPts=256, alpha=False).astype(np.uint8)
@@ -213,9 +215,18 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             for key, title, unit in (
                 ("rate", "event rate", "ev/s"),
                 ("lat", "window latency: p50 (blue), max (orange)", "s"),
-                ("fpe", "FLOPs per event" + (
-                    "" if self.classifier is None else " (dense)" if self.classifier.dense else " (asynchronous)"
-                ), "FLOP"),
+                (
+                    "fpe",
+                    "FLOPs per event"
+                    + (
+                        ""
+                        if self.classifier is None
+                        else " (dense)"
+                        if self.classifier.dense
+                        else " (asynchronous)"
+                    ),
+                    "FLOP",
+                ),
             ):
                 w = pg.PlotWidget()
                 w.setTitle(title)
@@ -265,18 +276,29 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             K = Qt.Key
             return [
                 ((K.Key_Space,), "Space", "pause / resume the replay", self.toggle_pause),
-                ((K.Key_Plus, K.Key_Equal, K.Key_BracketRight), "+ or ]", "faster (x2)",
-                 lambda: self.scale_speed(2.0)),
+                (
+                    (K.Key_Plus, K.Key_Equal, K.Key_BracketRight),
+                    "+ or ]",
+                    "faster (x2)",
+                    lambda: self.scale_speed(2.0),
+                ),
                 ((K.Key_Minus, K.Key_BracketLeft), "- or [", "slower (/2)", lambda: self.scale_speed(0.5)),
                 ((K.Key_1,), "1", "real time", lambda: self.set_speed(1.0)),
                 ((K.Key_M,), "M", "as fast as possible", lambda: self.set_speed(None)),
                 ((K.Key_S,), "S", "save a screenshot (evstream-DATE-TIME.png)", self.save_screenshot_now),
-                ((K.Key_H, K.Key_F1, K.Key_Question), "H, F1 or ?", "show / hide this help", self.toggle_help),
+                (
+                    (K.Key_H, K.Key_F1, K.Key_Question),
+                    "H, F1 or ?",
+                    "show / hide this help",
+                    self.toggle_help,
+                ),
                 ((K.Key_Q, K.Key_Escape), "Q or Esc", "quit", self.close),
             ]
 
         def _help_html(self) -> str:
-            rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{what}</td></tr>" for _, k, what, _ in self.keys)
+            rows = "".join(
+                f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{what}</td></tr>" for _, k, what, _ in self.keys
+            )
             return f"<h3>evstream viewer: keys</h3><table>{rows}</table>"
 
         def keyPressEvent(self, event):  # noqa: N802 (Qt's name)
@@ -377,10 +399,14 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             best = top[0]
             self.prediction_label.setText(f"{best['class']}  {best['probability'] * 100:.0f}%")
             self.prediction_detail.setText(
-                f"{self.classifier.mode}: {pred['flops'] / 1e6:.2f} MFLOP, {pred['changed_sites']} sites changed"
+                f"{self.classifier.mode}: {pred['flops'] / 1e6:.2f} MFLOP, "
+                f"{pred['changed_sites']} sites changed"
             )
             self.bars.setOpts(
-                x0=np.zeros(len(top)), y=np.arange(len(top)), width=[t["probability"] for t in top], height=0.7
+                x0=np.zeros(len(top)),
+                y=np.arange(len(top)),
+                width=[t["probability"] for t in top],
+                height=0.7,
             )
             self.bars_plot.getAxis("left").setTicks([[(i, str(t["class"])) for i, t in enumerate(top)]])
             self.bars_plot.setYRange(-0.5, max(len(top), 3) - 0.5, padding=0)
@@ -450,8 +476,15 @@ def colourise(img: np.ndarray, vmax: float, lut: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_viewer(pipeline, tap: ViewerTap, *, screenshot: str | None = None, after_s: float = 3.0,
-               fps: float = 60.0, top_k: int = 5):
+def run_viewer(
+    pipeline,
+    tap: ViewerTap,
+    *,
+    screenshot: str | None = None,
+    after_s: float = 3.0,
+    fps: float = 60.0,
+    top_k: int = 5,
+):
     """Runs ``pipeline`` on a thread with the viewer open until the window is closed (or, with
     ``screenshot``, until the screenshot is saved ``after_s`` seconds after the start, or at the
     end of the stream if that comes first). Returns ``(summary, ViewerStats)``.
