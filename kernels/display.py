@@ -1,7 +1,7 @@
 """Display kernels of the viewer: the decaying event frame.
 
-State: ``last_t`` int64 ``(2 * H * W,)``, the newest timestamp per (polarity, row, column) (a very
-negative value where no event came). Each pixel is drawn as the blend of the ON and OFF colours,
+State: ``last_t`` int64 ``(2 * H * W,)``, the newest timestamp per (polarity, row, column)
+(``NEVER`` where no event came: weight 0). Each pixel is drawn as the blend of the ON and OFF colours,
 each weighted by its decay ``exp(-(now - t) / tau)``, over the background:
 
     w_on, w_off = decay(ON), decay(OFF)
@@ -51,8 +51,8 @@ def decay_rgb(last_t, now, tau, background, on, off, out):
             k = r * width + c
             a_off = (now - last_t[k]) * inv_tau
             a_on = (now - last_t[plane + k]) * inv_tau
-            w_off = np.exp(-max(a_off, 0.0)) if a_off < _CUTOFF else 0.0
-            w_on = np.exp(-max(a_on, 0.0)) if a_on < _CUTOFF else 0.0
+            w_off = np.exp(-max(a_off, 0.0)) if a_off < _CUTOFF and last_t[k] != NEVER else 0.0
+            w_on = np.exp(-max(a_on, 0.0)) if a_on < _CUTOFF and last_t[plane + k] != NEVER else 0.0
             s = w_on + w_off
             for ch in range(3):
                 if s > 0.0:
@@ -79,7 +79,8 @@ def latest_times_reference(last_t, events, width, height) -> int:
 def decay_rgb_reference(last_t, now, tau, background, on, off, height, width) -> np.ndarray:
     """numpy oracle of :func:`decay_rgb`."""
     age = (now - last_t.astype(np.float64)).reshape(2, height, width) / tau
-    weight = np.where(age < _CUTOFF, np.exp(-np.maximum(age, 0.0)), 0.0)
+    hit = (last_t != NEVER).reshape(2, height, width)
+    weight = np.where((age < _CUTOFF) & hit, np.exp(-np.maximum(age, 0.0)), 0.0)
     w_off, w_on = weight[0][..., None], weight[1][..., None]
     s = w_on + w_off
     bg, on, off = (np.asarray(v, np.float64) for v in (background, on, off))

@@ -184,7 +184,6 @@ class Pipeline:
                 if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
                     break
                 if self._cancel.is_set():
-                    summary.cancelled = True
                     break
                 batch, first = self.ring.pop_indexed(cfg.pop_events, timeout=0.05)
                 if not len(batch):
@@ -200,6 +199,7 @@ class Pipeline:
                 if self.on_status and now - last_status >= 0.25:
                     last_status = now
                     self.on_status(self._status(summary, now - start))
+            summary.cancelled = self._cancel.is_set()  # the stream did not end by itself
             if not summary.cancelled:
                 for step in windows.flush():
                     self._finish_window(step, hist, summary)

@@ -537,7 +537,12 @@ def run_viewer(
     sys.setswitchinterval(float(os.environ.get("EVSTREAM_SWITCH", "0.0005")))
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: win.close())
+
+        def interrupt(*_):
+            result["interrupted"] = True
+            win.close()
+
+        previous = signal.signal(signal.SIGINT, interrupt)
     try:
         win.show()
         thread.start()
@@ -555,6 +560,9 @@ def run_viewer(
         app.processEvents()
     if "error" in result:
         raise result["error"]
+    summary = result.get("summary")
+    if result.get("interrupted") and summary is not None and summary.error is None:
+        summary.error = "interrupted"  # Ctrl-C in the terminal, as without the viewer
     if failed:
         raise OSError(f"{failed[0]}: could not write the screenshot (is the folder there and writable?)")
-    return result.get("summary"), stats
+    return summary, stats

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Qt aborts the process when it cannot reach a display: tests render offscreen (pytest-qt too).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 from evstream.kernels.events import EVENT_DTYPE
 
 SHARED_DATA = Path(
