@@ -56,8 +56,15 @@ class StreamClassifier:
     Raises :class:`~evstream.models.checkpoint.CheckpointError` before any computation when the
     checkpoint was made for another sensor size or representation."""
 
-    def __init__(self, checkpoint: Checkpoint, sensor_size: tuple[int, int], *, dense: bool = False,
-                 top_k: int = 3, threads: int = 1):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        sensor_size: tuple[int, int],
+        *,
+        dense: bool = False,
+        top_k: int = 3,
+        threads: int = 1,
+    ):
         meta = checkpoint.meta
         rep = (meta.get("representation") or {}).get("name")
         if rep != "event_histogram":

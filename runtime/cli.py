@@ -202,6 +202,8 @@ def cmd_run(args) -> int:
         _check_screenshot_path(args.screenshot)
         if args.after is None or not args.after >= 0:
             raise ValueError(f"--after must be a number of seconds >= 0, got {args.after}")
+    if use_viewer and not 0 < args.fps <= 240:
+        raise ValueError(f"--fps must be in (0, 240], got {args.fps}")
     if use_viewer:
         from .viewer import NO_DISPLAY_ADVICE, ViewerUnavailable, import_qt, probe_display
 
@@ -260,7 +262,12 @@ def cmd_run(args) -> int:
 
             try:
                 summary, viewer_stats = run_viewer(
-                    pipeline, tap, screenshot=args.screenshot, after_s=args.after, top_k=args.top_k
+                    pipeline,
+                    tap,
+                    screenshot=args.screenshot,
+                    after_s=args.after,
+                    top_k=args.top_k,
+                    fps=args.fps,
                 )
             except ViewerUnavailable as exc:
                 print(
@@ -625,6 +632,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--screenshot",
         metavar="PNG",
         help="open the viewer (offscreen when there is no display), save a screenshot and exit",
+    )
+    viewer.add_argument(
+        "--fps", type=float, default=30.0, help="viewer frames per second to aim for (default 30)"
     )
     viewer.add_argument(
         "--after",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .viewer_state import BACKGROUND, DecayingFrame, RateMeter, ViewerTap, histogram_image
+from .viewer_state import BACKGROUND, DecayingFrame, RateMeter, ViewerTap, display_scale, histogram_image
 
 #: Qt platforms that need no display server.
 HEADLESS_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb", "vkkhrdisplay")
@@ -136,7 +136,7 @@ HISTORY_S = 30.0  # span of the rolling plots
 PLOT_PERIOD_S = 0.1  # one point per curve every ...
 
 
-def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5):
+def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5):
     """The viewer's main window for ``pipeline`` (not started). Separate from :func:`run_viewer`
     so tests can drive it with ``qtbot``."""
     pg, QtCore, QtGui, QtWidgets = import_qt()
@@ -270,6 +270,8 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             if self.classifier is None:
                 self.prediction_label.setText("no model")
                 self.prediction_detail.setText("run with --model CHECKPOINT for predictions")
+                self.bars_plot.hide()
+                self.plots["fpe"][0].setTitle("FLOPs per event (no model)")
 
         # -- keys ----------------------------------------------------------------------------
         def _key_table(self, Qt):
@@ -388,10 +390,13 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             c = self.classifier
             rows, cols = (None, None) if c is None or c.identity else (c.rows, c.cols)
             img, vmax = histogram_image(counts, rows, cols)
-            self.rep_image.setImage(colourise(img, vmax, self._lut), autoLevels=False)
+            scale = display_scale(img)
+            self.rep_image.setImage(colourise(img, scale, self._lut), autoLevels=False)
             h, w = img.shape
             who = "model input" if c is not None else "event histogram"
-            self.rep_title.setText(f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (max {vmax:.0f})")
+            self.rep_title.setText(
+                f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (full scale {scale:.0f}, max {vmax:.0f})"
+            )
 
         def _draw_prediction(self, pred):
             self.prediction = pred
@@ -443,10 +448,11 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 60.0, top_k: int = 5)
             else:
                 mode = f"speed {pacer.speed:g}x"
             s = self.pipeline.summary
-            lat = self.history["lat"][-1][0] * 1e3 if self.history["lat"] else np.nan
+            recent = [p50 for p50, _ in self.history["lat"] if np.isfinite(p50)]
+            lat = f"{recent[-1] * 1e3:.2f} ms" if recent else "-"
             self.status.setText(
                 f"{mode} | events {self.tap.events_total:,} | windows {s.windows if s else 0:,} | "
-                f"latency p50 {lat:.2f} ms | viewer {self.fps_meter.rate():.0f} fps | H: help"
+                f"latency p50 {lat} | viewer {self.fps_meter.rate():.0f} fps | H: help"
             )
             dropped = self.pipeline.dropped()
             self.dropped_label.setText(f"dropped {dropped:,}")
@@ -482,7 +488,7 @@ def run_viewer(
     *,
     screenshot: str | None = None,
     after_s: float = 3.0,
-    fps: float = 60.0,
+    fps: float = 30.0,
     top_k: int = 5,
 ):
     """Runs ``pipeline`` on a thread with the viewer open until the window is closed (or, with

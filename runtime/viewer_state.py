@@ -74,6 +74,13 @@ def histogram_image(counts: np.ndarray, rows: np.ndarray | None = None, cols: np
     return img, float(max(on.max(initial=0), off.max(initial=0)))
 
 
+def display_scale(img: np.ndarray, q: float = 99.0) -> float:
+    """The count drawn at full brightness: the ``q``-th percentile of the non-zero pixels (so a
+    few hot pixels do not darken the rest), at least 1."""
+    nz = img[np.isfinite(img) & (img > 0)]
+    return float(max(1.0, np.percentile(nz, q))) if len(nz) else 1.0
+
+
 @dataclass
 class TapSnapshot:
     """What :meth:`ViewerTap.take` hands the viewer: everything since its previous call."""

@@ -27,6 +27,7 @@ from evstream.runtime.viewer_state import (
     ON_COLOUR,
     DecayingFrame,
     ViewerTap,
+    display_scale,
     histogram_image,
 )
 from evstream.runtime.windows import TimeWindowSpec
@@ -98,6 +99,9 @@ def test_histogram_image_layout():
     rows, cols = np.array([0, 3]), np.array([0, 5, 5])  # nearest-neighbour resize indices
     small, _ = histogram_image(counts, rows, cols)
     assert small.shape == (2, 7) and small[0, 0] == 5 and small[1, 6] == 2
+    # full brightness at the 99th percentile of the non-zero counts: one hot pixel does not darken the rest
+    hot = np.concatenate([np.full(999, 3.0), [1000.0], [np.nan, 0, 0]])
+    assert display_scale(hot) == pytest.approx(3.0) and display_scale(np.zeros(4)) == 1.0
 
 
 # -- pipeline -> viewer hand-over --------------------------------------------------------------
