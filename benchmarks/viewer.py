@@ -8,8 +8,9 @@ viewer frames/s, events processed per second, window latency p50/p99, dropped ev
 ratios viewer/baseline.
 
 Configurations: a 640x480 Prophesee EVT2 recording (../shared/data, or a synthetic 640x480
-stream when absent) at 540k events/s without a model, and the bundled N-MNIST recording at real
-time with the bundled classifier.
+stream when absent) at 540k events/s without a model, the viewer at its default 30 frames/s and
+asked for 60 (what it can reach), and the bundled N-MNIST recording at real time with the
+bundled classifier.
 
 Usage: python benchmarks/viewer.py [--seconds 8] [--repeats 3] [--json FILE]
 """
@@ -43,12 +44,12 @@ def _synthetic_640x480(path: Path) -> str:
     return str(path)
 
 
-def _run(args: list[str], seconds: float, viewer: bool, tmp: Path) -> dict:
+def _run(args: list[str], seconds: float, viewer: list[str] | None, tmp: Path) -> dict:
     summary = tmp / "summary.json"
     cmd = [sys.executable, "-m", "evstream.runtime.cli", "run", *args, "--max-seconds", str(seconds)]
     cmd += ["--summary-json", str(summary), "-q"]
-    if viewer:
-        cmd += ["--screenshot", str(tmp / "shot.png"), "--after", str(seconds + 60)]
+    if viewer is not None:
+        cmd += ["--screenshot", str(tmp / "shot.png"), "--after", str(seconds + 60), *viewer]
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     if done.returncode != 0:
@@ -56,17 +57,18 @@ def _run(args: list[str], seconds: float, viewer: bool, tmp: Path) -> dict:
     return json.loads(summary.read_text())
 
 
-def bench(name: str, args: list[str], seconds: float, repeats: int, tmp: Path) -> dict:
+def bench(name: str, args: list[str], viewer: list[str], seconds: float, repeats: int, tmp: Path) -> dict:
     runs: dict = {"baseline": [], "viewer": []}
     for _ in range(repeats):
         for kind in ("baseline", "viewer"):
-            runs[kind].append(_run(args, seconds, kind == "viewer", tmp))
+            runs[kind].append(_run(args, seconds, viewer if kind == "viewer" else None, tmp))
 
     def med(kind, key):
         vals = [r[key] for r in runs[kind] if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    out = {"name": name, "command": "evstream run " + " ".join(args), "seconds": seconds, "repeats": repeats}
+    out = {"name": name, "command": "evstream run " + " ".join(args), "viewer_options": viewer}
+    out.update(seconds=seconds, repeats=repeats)
     for kind in runs:
         out[kind] = {
             "events_per_s": med(kind, "events_per_s"),

@@ -32,6 +32,12 @@ class DvSource(Source):
             serial = spec.partition(":")[2]
             try:
                 self._cap = dv.io.camera.open(serial) if serial else dv.io.camera.open()
+            except IndexError:  # dv-processing's way of saying that no camera is connected
+                raise ValueError(
+                    f"{spec}: no iniVation camera found"
+                    + (f" with serial {serial}" if serial else "")
+                    + " (is it plugged in, and may this user open USB devices?)"
+                ) from None
             except RuntimeError as exc:
                 raise ValueError(f"{spec}: cannot open the iniVation camera ({exc})") from None
         if not self._cap.isEventStreamAvailable():

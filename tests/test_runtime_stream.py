@@ -262,6 +262,16 @@ def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
     assert stats["malformed"] == 2 and stats["gap_events"] == 50 and stats["restarts"] == 1
 
 
+def test_dv_camera_missing_gives_a_clear_error(capsys):
+    pytest.importorskip("dv_processing")
+    from evstream.runtime.cli import main
+
+    assert main(["run", "--source", "dv:", "-q"]) == 1  # no iniVation camera on a test machine
+    err = capsys.readouterr().err
+    assert "dv:" in err and ("no iniVation camera" in err or "cannot open" in err)
+    assert "Traceback" not in err
+
+
 def test_metavision_without_sdk_gives_a_clear_error(capsys):
     pytest.importorskip("numpy")
     try:
