@@ -99,16 +99,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rec = str(EVT2) if EVT2.exists() else _synthetic_640x480(tmp / "synthetic_640x480.npz")
+        big = ["--source", rec, "--loop", "--speed", "0.05", "--no-model"]
+        nmnist = ["--source", str(ROOT / "tests" / "data" / "nmnist_digit7.bs2"), "--loop"]
         configs = [
-            ("640x480, 540k ev/s, no model", ["--source", rec, "--loop", "--speed", "0.05", "--no-model"]),
-            (
-                "N-MNIST 34x34, real time, bundled classifier",
-                ["--source", str(ROOT / "tests" / "data" / "nmnist_digit7.bs2"), "--loop"],
-            ),
+            ("640x480, 540k ev/s, no model, viewer at its default 30 frames/s", big, []),
+            ("640x480, 540k ev/s, no model, viewer asked for 60 frames/s", big, ["--fps", "60"]),
+            ("N-MNIST 34x34, real time, bundled classifier, viewer at 30 frames/s", nmnist, []),
         ]
         results = []
-        for name, args in configs:
-            r = bench(name, args, a.seconds, a.repeats, tmp)
+        for name, args, viewer in configs:
+            r = bench(name, args, viewer, a.seconds, a.repeats, tmp)
             results.append(r)
             b, v, q = r["baseline"], r["viewer"], r["ratios"]
             print(

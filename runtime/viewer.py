@@ -133,7 +133,7 @@ class ViewerStats:
 
 SPEED_MIN, SPEED_MAX = 1 / 64, 64.0
 HISTORY_S = 30.0  # span of the rolling plots
-PLOT_PERIOD_S = 0.1  # one point per curve every ...
+PLOT_PERIOD_S = 0.2  # one point per curve every ... (each point repaints three plots)
 
 
 def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5):
@@ -358,6 +358,12 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             return ok
 
         # -- drawing -------------------------------------------------------------------------
+        @staticmethod
+        def _set(widget, text: str) -> None:
+            """Sets a label's text only when it changed (each change costs a relayout/repaint)."""
+            if widget.text != text if isinstance(widget.text, str) else widget.text() != text:
+                widget.setText(text)
+
         def tick(self):
             now = time.perf_counter()
             snap = self.tap.take()
@@ -394,18 +400,20 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             self.rep_image.setImage(colourise(img, scale, self._lut), autoLevels=False)
             h, w = img.shape
             who = "model input" if c is not None else "event histogram"
-            self.rep_title.setText(
-                f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (full scale {scale:.0f}, max {vmax:.0f})"
+            self._set(
+                self.rep_title,
+                f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (full scale {scale:.0f}, max {vmax:.0f})",
             )
 
         def _draw_prediction(self, pred):
             self.prediction = pred
             top = pred["top"][:top_k]
             best = top[0]
-            self.prediction_label.setText(f"{best['class']}  {best['probability'] * 100:.0f}%")
-            self.prediction_detail.setText(
+            self._set(self.prediction_label, f"{best['class']}  {best['probability'] * 100:.0f}%")
+            self._set(
+                self.prediction_detail,
                 f"{self.classifier.mode}: {pred['flops'] / 1e6:.2f} MFLOP, "
-                f"{pred['changed_sites']} sites changed"
+                f"{pred['changed_sites']} sites changed",
             )
             self.bars.setOpts(
                 x0=np.zeros(len(top)),
@@ -450,16 +458,21 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             s = self.pipeline.summary
             recent = [p50 for p50, _ in self.history["lat"] if np.isfinite(p50)]
             lat = f"{recent[-1] * 1e3:.2f} ms" if recent else "-"
-            self.status.setText(
+            self._set(
+                self.status,
                 f"{mode} | events {self.tap.events_total:,} | windows {s.windows if s else 0:,} | "
-                f"latency p50 {lat} | viewer {self.fps_meter.rate():.0f} fps | H: help"
+                f"latency p50 {lat} | viewer {self.fps_meter.rate():.0f} fps | H: help",
             )
             dropped = self.pipeline.dropped()
-            self.dropped_label.setText(f"dropped {dropped:,}")
-            self.dropped_label.setStyleSheet("color: rgb(230, 70, 60); font-weight: bold;" if dropped else "")
-            self.events_title.setText(
+            if self.dropped_label.text() != f"dropped {dropped:,}":
+                self.dropped_label.setText(f"dropped {dropped:,}")
+                self.dropped_label.setStyleSheet(
+                    "color: rgb(230, 70, 60); font-weight: bold;" if dropped else ""
+                )
+            self._set(
+                self.events_title,
                 f"events {self.source.width}x{self.source.height} (ON white, OFF blue, fading over "
-                f"{self.frame.tau_us / 1000:g} ms)"
+                f"{self.frame.tau_us / 1000:g} ms)",
             )
 
         def closeEvent(self, event):  # noqa: N802 (Qt's name)
