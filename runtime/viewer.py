@@ -56,13 +56,23 @@ def display_problem(env=None, platform: str | None = None) -> str | None:
     return None
 
 
+_probed: dict = {}
+
+
 def probe_display(timeout_s: float = 30.0) -> str | None:
     """Starts Qt in a child process (Qt aborts a process whose display it cannot open): the
-    reason it failed, or None when a window can open."""
+    reason it failed, or None when a window can open. Remembered per display setting."""
     if problem := display_problem():
         return problem
     if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in HEADLESS_PLATFORMS:
         return None
+    key = tuple(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+    if key not in _probed:
+        _probed[key] = _probe(timeout_s)
+    return _probed[key]
+
+
+def _probe(timeout_s: float) -> str | None:
     try:
         run = subprocess.run(
             [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout_s, check=False
@@ -510,12 +520,15 @@ def run_viewer(
 
     Raises :class:`ViewerUnavailable` when no window can open here (checked before anything runs).
     """
-    if screenshot is not None and display_problem() is not None:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no display
-    elif problem := probe_display():
-        raise ViewerUnavailable(problem)
     pg, QtCore, QtGui, QtWidgets = import_qt()
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        if screenshot is not None:
+            if probe_display() is not None:
+                os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot needs no display
+        elif problem := probe_display():
+            raise ViewerUnavailable(problem)
+        app = QtWidgets.QApplication(sys.argv[:1])
     win = build_window(pipeline, tap, fps=fps, top_k=top_k)
     result: dict = {}
 

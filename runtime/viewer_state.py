@@ -34,20 +34,26 @@ class DecayingFrame:
     rule and its numba kernels are in :mod:`evstream.kernels.display`.
     """
 
-    def __init__(self, width: int, height: int, tau_us: float = 30_000.0):
+    def __init__(self, width: int, height: int, tau_us: float = 30_000.0, restart_us: int = 1_000_000):
         if width <= 0 or height <= 0:
             raise ValueError(f"sensor size must be positive, got {width}x{height}")
         if not tau_us > 0:
             raise ValueError(f"decay time must be positive, got {tau_us}")
         self.width, self.height, self.tau_us = width, height, float(tau_us)
+        self.restart_us = restart_us
         self.last_t = np.full(2 * height * width, display.NEVER, np.int64)
         self.now_us: int | None = None
         self._out = np.empty((height, width, 3), np.uint8)
 
     def add(self, events: np.ndarray) -> None:
-        """Adds events (any order; out-of-sensor coordinates are ignored)."""
+        """Adds events (any order; out-of-sensor coordinates are ignored). Events all older than
+        the newest drawn by more than ``restart_us`` mean the stream's clock restarted (a
+        restarted publisher): the frame starts afresh instead of staying dark."""
         if not len(events):
             return
+        if self.now_us is not None and int(events["t"].max()) < self.now_us - self.restart_us:
+            self.last_t.fill(display.NEVER)
+            self.now_us = None
         newest = display.latest_times(
             self.last_t, events["x"], events["y"], events["p"], events["t"], self.width, self.height
         )

@@ -79,6 +79,16 @@ def test_decaying_frame_colours():
     np.testing.assert_array_equal(frame.rgb()[0, 0], faded)
 
 
+def test_decaying_frame_starts_afresh_when_the_clock_restarts():
+    frame = DecayingFrame(4, 4, tau_us=1_000)
+    frame.add(make_events([0], [0], [50_000_000], [1]))
+    frame.add(make_events([1], [1], [10], [1]))  # a restarted publisher: time begins again
+    img = frame.rgb()
+    assert frame.now_us == 10 and tuple(img[1, 1]) == (255, 255, 255) and tuple(img[0, 0]) == BG
+    frame.add(make_events([2], [2], [5], [0]))  # slightly out of order: no restart
+    assert frame.now_us == 10 and tuple(frame.rgb()[1, 1]) == (255, 255, 255)
+
+
 def test_decaying_frame_on_a_real_recording():
     from evstream.replay import read_events
 
