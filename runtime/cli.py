@@ -467,20 +467,45 @@ def cmd_render(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import BENCHMARKS
+    from .bench import BENCHMARKS, machine_info
 
-    run, fmt = BENCHMARKS[args.benchmark]
+    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    if args.source is not None and not set(names) & {"async", "e2e"}:
+        raise ValueError(f"--source applies to the async and e2e benchmarks, not to {args.benchmark}")
     options = {"quick": args.quick, "progress": sys.stderr.isatty(), "threads": args.threads}
     if args.source is not None:
         options.update(source=args.source, format=args.format, sensor_size=args.sensor)
-    result = run(**options)
+    if args.runs is not None:
+        options["runs"] = args.runs
+    if args.warmup is not None:
+        options["warmup"] = args.warmup
+    options["peers_enabled"] = not args.no_peers
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+    results = {}
+    for name in names:
+        bench = BENCHMARKS[name]
+        if len(names) > 1 and sys.stderr.isatty():
+            print(f"evstream bench: {name} ({bench.what}) ...", file=sys.stderr, flush=True)
+        results[name] = bench.run(**options)
+        if args.json != "-":
+            print(bench.format(results[name]) + ("\n" if len(names) > 1 else ""), flush=True)
+    result = (
+        results[names[0]]
+        if len(names) == 1
+        else {"benchmark": "all", "quick": args.quick, "machine": machine_info(), "benchmarks": results}
+    )
+    if args.plots:
+        from .bench.plots import write_plots
+
+        for path in write_plots(results, args.plots):
+            if args.json != "-":
+                print(f"plot: {path}")
     if args.json == "-":
         print(json.dumps(result, indent=2))
-        return 0
-    if args.json:
+    elif args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    print(fmt(result))
     return 0
 
 
@@ -817,22 +842,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="measure evstream beside its baselines in one run (async: the asynchronous sparse CNN)",
-        description="Runs a benchmark and prints a table (or JSON). 'async': the asynet N-Caltech101 "
-        "VGG-13 (random weights) on 191x255 histograms of a 25,000-event window sliding by 1, 10, 100 "
-        "and 1000 events: FLOPs per update in the four modes, time per update of the asynchronous "
-        "engine, of its batch mode and of a dense torch recompute, the logit difference against torch, "
-        "and the goals of issue #5. Input: --source FILE or a deterministic synthetic stream.",
+        help="measure evstream beside its baselines in one run (decode, repr, ring, zmq, async, e2e, all)",
+        description="Runs benchmarks and prints tables (or JSON). Each figure has a baseline measured in "
+        "the same run (memcpy, numpy's bincount, raw pyzmq, the engine's batch mode and a dense torch "
+        "recompute, the peer libraries of the 'bench' extra, whose outputs are checked), medians of "
+        "repeated runs after a warm-up with their spread, and the machine's description. decode: file "
+        "decoding; repr: event representations; ring: the ring buffer; zmq: the ZeroMQ source; async: the "
+        "asynchronous sparse CNN engine (FLOPs in four modes, time per update); e2e: the pipeline's window "
+        "latency distribution and drops at rising input rates; all: every one of them. --quick: a smoke "
+        "run (all of them in under two minutes).",
     )
     from .bench import BENCHMARKS
 
-    p.add_argument("benchmark", choices=list(BENCHMARKS), help=f"which benchmark: {', '.join(BENCHMARKS)}")
+    p.add_argument(
+        "benchmark",
+        choices=[*BENCHMARKS, "all"],
+        help=f"which benchmark: {', '.join(BENCHMARKS)} or all",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-': to stdout)")
-    p.add_argument("--quick", action="store_true", help="a small run (fewer updates and repeats)")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots of the results into DIR")
+    p.add_argument("--quick", action="store_true", help="a small run (fewer sizes, updates and repeats)")
     p.add_argument(
         "--source",
         metavar="FILE",
-        help="event recording to slide over (any readable format; default: a synthetic stream)",
+        help="async, e2e: event recording to use (any readable format; default: a synthetic stream)",
     )
     p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
     p.add_argument(
@@ -843,8 +876,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         default=1,
-        help="threads of the asynchronous engine (default: 1)",
+        help="async: threads of the asynchronous engine (default: 1)",
     )
+    p.add_argument("--runs", type=_positive_int, metavar="N", help="decode: timed runs (default 15)")
+    p.add_argument("--warmup", type=int, metavar="N", help="decode: untimed runs first (default 2)")
+    p.add_argument("--no-peers", action="store_true", help="decode: evstream and memcpy only")
     p.set_defaults(func=cmd_bench)
 
     datasets = ["nmnist", "ncaltech101", "ncars", "nimagenet", "mini_nimagenet"]

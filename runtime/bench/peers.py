@@ -371,9 +371,10 @@ def format_of(path: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Worker: ``python peers.py --worker PEER FORMAT PATH WARMUP RUNS OUT.npz`` times one peer in its own
-# process (a peer that crashes, as aestream can, then cannot take the benchmark down) and saves its
-# output for the parent's correctness check. Prints one JSON line: {"times": [...], "events": n}.
+# Worker: ``python -m evstream.runtime.bench.peers --worker PEER FORMAT PATH WARMUP RUNS OUT.npz``
+# times one peer in its own process (a peer that crashes, as aestream can, then cannot take the
+# benchmark down) and saves its output for the parent's correctness check. Prints one JSON line:
+# {"times": [...], "events": n}.
 # --------------------------------------------------------------------------------------------------
 
 
@@ -401,5 +402,8 @@ if __name__ == "__main__":
 
     if len(sys.argv) == 8 and sys.argv[1] == "--worker":
         sys.exit(_worker(sys.argv[2:]))
-    print("usage: python peers.py --worker PEER FORMAT PATH WARMUP RUNS OUT.npz", file=sys.stderr)
+    print(
+        "usage: python -m evstream.runtime.bench.peers --worker PEER FORMAT PATH WARMUP RUNS OUT.npz",
+        file=sys.stderr,
+    )
     sys.exit(2)

@@ -37,15 +37,14 @@ background, plus a little shot noise. Coordinates are mapped to 191x255 by
 
 from __future__ import annotations
 
-import datetime
 import gc
 import os
-import platform
 import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
+
+from .common import CpuMeter, machine_info, percent, stats_ms, table
 
 MODEL = "ncaltech101_vgg13"
 STEPS = (1, 10, 100, 1000)
@@ -65,84 +64,6 @@ BUSY_LOAD = 0.1  # other processes' CPU share above which the report warns that 
 
 
 # --------------------------------------------------------------------------------------------
-# Machine and statistics
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict:
-    """CPU model, cores, torch threads, library versions and the date."""
-    import torch
-
-    from .. import __version__
-
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "evstream": __version__,
-    }
-
-
-def _stats_ms(seconds: list[float]) -> dict:
-    a = np.asarray(seconds, np.float64) * 1e3
-    return {
-        "median": float(np.median(a)),
-        "p90": float(np.percentile(a, 90)),
-        "mean": float(a.mean()),
-        "min": float(a.min()),
-        "n": len(a),
-    }
-
-
-class _CpuMeter:
-    """The share of the machine's CPU time other processes used since construction (Linux:
-    /proc/stat busy time minus this process's own CPU time), to flag timings taken on a busy
-    machine; None where it cannot be read."""
-
-    def __init__(self):
-        self._start = self._read()
-
-    @staticmethod
-    def _read() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-            tick = os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, AttributeError):
-            return None
-        busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system + irq softirq steal
-        own = os.times()
-        return busy / tick, own.user + own.system, time.perf_counter()
-
-    def other_load(self) -> float | None:
-        """Other processes' CPU time over (wall time x cores), 0..1."""
-        end = self._read()
-        if self._start is None or end is None:
-            return None
-        busy, own, wall = (e - s for e, s in zip(end, self._start, strict=True))
-        if wall <= 0:
-            return None
-        return float(min(max((busy - own) / (wall * (os.cpu_count() or 1)), 0.0), 1.0))
-
-
-# --------------------------------------------------------------------------------------------
 # Input streams
 
 
@@ -151,8 +72,8 @@ def synthetic_stream(n_events: int, seed: int = 0) -> tuple[np.ndarray, int, int
     scene: a bright disc on a Lissajous path, a dark bar rotating about a point and a textured
     patch crossing right to left, on a dark background; frames every millisecond, shot noise
     0.2 Hz per pixel. Returns ``(events, width, height)``."""
-    from ..kernels.emulator import EmulatorConfig, EventEmulator
-    from ..kernels.events import concat_events
+    from ...kernels.emulator import EmulatorConfig, EventEmulator
+    from ...kernels.events import concat_events
 
     w, h = SYNTHETIC_SENSOR
     rng = np.random.default_rng(seed)
@@ -194,8 +115,8 @@ def read_source(
     path: str, n_events: int, format: str | None = None, sensor_size: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, int, int]:
     """The first ``n_events`` events of a recording (fewer if it is shorter) and its sensor size."""
-    from ..kernels.events import concat_events
-    from ..replay import open_events
+    from ...kernels.events import concat_events
+    from ...replay import open_events
 
     parts, have = [], 0
     with open_events(path, format, sensor_size) as reader:
@@ -263,15 +184,16 @@ def run_async(
     window: int = WINDOW_EVENTS,
     progress: bool = False,
     threads: int = 1,
+    **_,
 ) -> dict:
     """Runs the asynchronous-engine benchmark (see the module docstring) and returns its results.
     ``threads``: the engine's threads."""
     import torch
     from tqdm import tqdm
 
-    from ..models import flops
-    from ..models.async_engine import AsyncSparseVGG
-    from ..models.sparse_vgg import SparseVGG
+    from ...models import flops
+    from ...models.async_engine import AsyncSparseVGG
+    from ...models.sparse_vgg import SparseVGG
 
     if not steps or min(steps) < 1 or window < 1:
         raise ValueError("steps and the window must be positive event counts")
@@ -350,7 +272,7 @@ def run_async(
             leave=False,
             file=sys.stderr,
         )
-        meter = _CpuMeter()
+        meter = CpuMeter()
         with bar:
             for i in range(n_updates):
                 t0 = time.perf_counter()
@@ -380,10 +302,10 @@ def run_async(
 
         async_sparse = float(np.median(sparse))
         times = {
-            "async": _stats_ms(t_update),
-            "bookkeeping": _stats_ms(t_book),
-            "batch": _stats_ms(t_batch),
-            "torch_dense": _stats_ms(t_torch),
+            "async": stats_ms(t_update),
+            "bookkeeping": stats_ms(t_book),
+            "batch": stats_ms(t_batch),
+            "torch_dense": stats_ms(t_torch),
         }
         reduction = batch_dense / max(async_sparse, 1.0)  # (a median of 0 FLOPs: most updates no-ops)
         speedup = times["torch_dense"]["median"] / times["async"]["median"]
@@ -492,7 +414,7 @@ def format_async(r: dict) -> str:
         )
         for s in r["steps"]
     ]
-    lines += _table(head, rows)
+    lines += table(head, rows)
     lines += ["", "Time per update (ms, median / p90; async = engine.update only)"]
     head = (
         "step",
@@ -517,11 +439,11 @@ def format_async(r: dict) -> str:
             mp(s["time_ms"]["torch_dense"]),
             f"{s['speedup_vs_torch_dense']:.1f}x",
             f"{s['speedup_vs_batch']:.1f}x",
-            _percent(s["other_cpu_load"]),
+            percent(s["other_cpu_load"]),
         )
         for s in r["steps"]
     ]
-    lines += _table(head, rows)
+    lines += table(head, rows)
     lines += ["", "Correctness on the final window (engine vs torch logits)"]
     head = ("step", "max |diff|", "max |logit|", "relative", "argmax", "batch max |diff|")
     rows = [
@@ -536,7 +458,7 @@ def format_async(r: dict) -> str:
         for s in r["steps"]
         for c in [s["correctness"]]
     ]
-    lines += _table(head, rows)
+    lines += table(head, rows)
     lines += ["", "Goals (issue #5)"]
     for s in r["steps"]:
         g = s["goals"]
@@ -559,28 +481,12 @@ def format_async(r: dict) -> str:
         lines += [
             "",
             "note: other processes used "
-            + ", ".join(f"{_percent(s['other_cpu_load'])} (step {s['step_events']:,})" for s in busy)
+            + ", ".join(f"{percent(s['other_cpu_load'])} (step {s['step_events']:,})" for s in busy)
             + " of the CPUs while those steps were measured; their times may be inflated (torch's "
             "threads suffer most). Run again on an idle machine.",
         ]
     return "\n".join(lines)
 
 
-def _percent(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.0f} %"
-
-
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
-
-
-def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
-    return ["  " + fmt.format(*head)] + ["  " + fmt.format(*r) for r in rows]
-
-
-#: name -> (run(**options) -> dict, format(dict) -> str)
-BENCHMARKS: dict[str, tuple[Callable[..., dict], Callable[[dict], str]]] = {
-    "async": (run_async, format_async),
-}
