@@ -482,6 +482,13 @@ def cmd_bench(args) -> int:
     options["peers_enabled"] = not args.no_peers
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
+    if args.readme:
+        from .bench.report import BEGIN, END
+
+        with open(args.readme) as f:  # checked before the run, not after it
+            text = f.read()
+        if BEGIN not in text or END not in text:
+            raise ValueError(f"--readme {args.readme}: no '{BEGIN}' ... '{END}' markers in it")
     results = {}
     for name in names:
         bench = BENCHMARKS[name]
@@ -495,12 +502,26 @@ def cmd_bench(args) -> int:
         if len(names) == 1
         else {"benchmark": "all", "quick": args.quick, "machine": machine_info(), "benchmarks": results}
     )
+    plots = []
     if args.plots:
         from .bench.plots import write_plots
 
-        for path in write_plots(results, args.plots):
-            if args.json != "-":
+        plots = write_plots(results, args.plots)
+        if args.json != "-":
+            for path in plots:
                 print(f"plot: {path}")
+    if args.markdown or args.readme:
+        from pathlib import Path
+
+        from .bench.report import markdown_report, update_readme
+
+        command = "evstream " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "evstream bench"
+        target = Path(args.markdown or args.readme)
+        text = markdown_report(results, command, plots, target.resolve().parent)
+        if args.markdown:
+            target.write_text(text)
+        else:
+            update_readme(target, text)
     if args.json == "-":
         print(json.dumps(result, indent=2))
     elif args.json:
@@ -861,6 +882,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-': to stdout)")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots of the results into DIR")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report (tables, machine, command)")
+    p.add_argument(
+        "--readme",
+        metavar="FILE",
+        help="put the Markdown report into FILE between '<!-- bench:begin -->' and '<!-- bench:end -->'",
+    )
     p.add_argument("--quick", action="store_true", help="a small run (fewer sizes, updates and repeats)")
     p.add_argument(
         "--source",

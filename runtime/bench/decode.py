@@ -257,6 +257,7 @@ def run_decode(
         "machine": machine_info(),
         "runs": opts.runs,
         "warmup": opts.warmup,
+        "peers_enabled": peers_enabled,
         "peers_installed": installed if peers_enabled else [],
         "real_recordings": str(SHARED) if any(SHARED in p.parents for _, p in files) else None,
         "results": rows,
@@ -264,7 +265,9 @@ def run_decode(
 
 
 def format_decode(r: dict) -> str:
-    peer_names = ", ".join(r["peers_installed"]) or "none installed"
+    peer_names = ", ".join(r["peers_installed"]) or (
+        "none installed" if r["peers_enabled"] else "off (--no-peers)"
+    )
     lines = [
         f"evstream bench decode{' (quick)' if r['quick'] else ''}: whole file to events, median of "
         f"{r['runs']} runs after {r['warmup']} warm-up; peers: {peer_names}"

@@ -28,7 +28,7 @@ from ..ring import EventRing
 from ..sources import FileSource
 from ..windows import TimeWindowSpec
 from ..zmq_source import ZmqSource
-from .common import CACHE, machine_info, table, time_runs
+from .common import CACHE, machine_info, rate_stats, table, time_runs
 
 
 def _events(n: int, rate_hz: float = 5e6, width: int = 1280, height: int = 720) -> np.ndarray:
@@ -37,8 +37,10 @@ def _events(n: int, rate_hz: float = 5e6, width: int = 1280, height: int = 720) 
     return make_events(rng.integers(0, width, n), rng.integers(0, height, n), t, rng.integers(0, 2, n))
 
 
-def _median_rate(fn, n_events: int, repeats: int) -> float:
-    return n_events / statistics.median(time_runs(fn, 1, repeats)) / 1e6
+def _rates(fn, n_events: int, repeats: int) -> tuple[float, list[float]]:
+    """Median M events/s of ``repeats`` timed runs after one warm-up, and the spread [min, max]."""
+    stats = rate_stats(time_runs(fn, 1, repeats), n_events)
+    return stats["mevents_per_s"], stats["spread_mevents_per_s"]
 
 
 def bench_ring(n: int, repeats: int) -> dict:
@@ -71,14 +73,15 @@ def bench_ring(n: int, repeats: int) -> dict:
         r.close()
         th.join()
 
-    ring_rate = _median_rate(through_ring, n, repeats)
-    copy_rate = _median_rate(memcpy, n, repeats)
-    threaded_rate = _median_rate(threaded, n, repeats)
+    ring_rate, ring_spread = _rates(through_ring, n, repeats)
+    copy_rate, copy_spread = _rates(memcpy, n, repeats)
+    threaded_rate, threaded_spread = _rates(threaded, n, repeats)
     return {
         "ring_mevents_s": ring_rate,
         "memcpy_mevents_s": copy_rate,
         "ratio": ring_rate / copy_rate,
         "threaded_mevents_s": threaded_rate,
+        "spread_mevents_s": {"ring": ring_spread, "memcpy": copy_spread, "threaded": threaded_spread},
     }
 
 
@@ -145,9 +148,17 @@ def bench_zmq(n: int, repeats: int) -> dict:
         assert got == n
         return n / dt / 1e6
 
-    raw = statistics.median(raw_once() for _ in range(repeats))
-    source = statistics.median(source_once() for _ in range(repeats))
-    return {"raw_pyzmq_mevents_s": raw, "zmq_source_mevents_s": source, "ratio": source / raw}
+    raw_once()  # warm-up
+    raws = [raw_once() for _ in range(repeats)]
+    source_once()
+    sources = [source_once() for _ in range(repeats)]
+    raw, source = statistics.median(raws), statistics.median(sources)
+    return {
+        "raw_pyzmq_mevents_s": raw,
+        "zmq_source_mevents_s": source,
+        "ratio": source / raw,
+        "spread_mevents_s": {"raw_pyzmq": [min(raws), max(raws)], "zmq_source": [min(sources), max(sources)]},
+    }
 
 
 def bench_e2e(path: str, speeds, seconds: float, progress: bool = False) -> dict:
