@@ -326,6 +326,13 @@ def run_async(
                     "batch_dense": batch_dense,
                 },
                 "flops_mean": {"async_sparse": float(np.mean(sparse)), "async_dense": float(np.mean(dense))},
+                # a window step of `step` events: the FLOPs each entering event costs in every mode
+                "flops_per_event": {
+                    "async_sparse": async_sparse / step,
+                    "async_dense": float(np.median(dense)) / step,
+                    "batch_sparse": batch_sparse / step,
+                    "batch_dense": batch_dense / step,
+                },
                 "time_ms": times,
                 "flop_reduction": reduction,
                 "other_cpu_load": other_load,

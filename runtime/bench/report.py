@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+MODES = ("async_sparse", "async_dense", "batch_sparse", "batch_dense")
+#: representations shown in the report's incremental table (the JSON has all of them)
+REPORT_INCREMENTAL = ("event_histogram", "timestamp_image", "voxel_grid")
 
 
 def _md(head: tuple[str, ...], rows: list[tuple]) -> list[str]:
@@ -104,6 +107,11 @@ def _async(r: dict) -> list[str]:
                 f"{s['correctness']['relative_difference']:.1e}",
             )
         )
+    per_event = [
+        (f"{s['step_events']:,}", *(f"{s['flops_per_event'][k] / 1e3:,.0f}" for k in MODES))
+        for s in r["steps"]
+        if "flops_per_event" in s
+    ]
     m = r["model"]
     return [
         f"**async** ({m['name']} on {' x '.join(map(str, m['input']))}, {r['window_events']:,}-event window; "
@@ -128,6 +136,16 @@ def _async(r: dict) -> list[str]:
                 "rel. diff vs torch",
             ),
             rows,
+        ),
+        *(
+            [
+                "",
+                "FLOPs per event of a window step (kFLOP; the update's FLOPs over the events that entered):",
+                "",
+                *_md(("step", *(k.replace("_", " ") for k in MODES)), per_event),
+            ]
+            if per_event
+            else []
         ),
     ]
 
@@ -188,7 +206,19 @@ def _decode(r: dict) -> list[str]:
 def _repr(r: dict) -> list[str]:
     from .representations import markdown
 
-    return [f"**repr** (numba CPU backend, {r['machine']['numba_threads']} threads):", "", markdown(r)]
+    shown = {
+        **r,
+        "incremental": {
+            **r["incremental"],
+            "rows": [x for x in r["incremental"]["rows"] if x["representation"] in REPORT_INCREMENTAL],
+        },
+    }
+    return [
+        f"**repr** (numba CPU backend, {r['machine']['numba_threads']} threads; the incremental table shows "
+        f"{', '.join(REPORT_INCREMENTAL)}, the JSON every representation):",
+        "",
+        markdown(shown),
+    ]
 
 
 SECTIONS = {"decode": _decode, "repr": _repr, "ring": _ring, "zmq": _zmq, "async": _async, "e2e": _e2e}
