@@ -38,8 +38,39 @@ def _qt():
     return pg
 
 
+def _decade_ticks(plot_item) -> None:
+    """Log axes labelled at 1, 2 and 5 times the powers of ten in the data's range (pyqtgraph's
+    own minor labels overlap)."""
+    x_log, y_log = plot_item.ctrl.logXCheck.isChecked(), plot_item.ctrl.logYCheck.isChecked()
+    xs, ys = [], []
+    for item in plot_item.listDataItems():
+        if not hasattr(item, "getOriginalDataset"):
+            continue
+        x, y = item.getOriginalDataset()
+        if x is not None:
+            xs.append(np.asarray(x, float))
+            ys.append(np.asarray(y, float))
+    for on, values, axis in ((x_log, xs, "bottom"), (y_log, ys, "left")):
+        v = np.concatenate(values) if values else np.zeros(0)
+        v = v[np.isfinite(v) & (v > 0)]
+        if not on or not len(v):
+            continue
+        lo, hi = np.floor(np.log10(v.min())), np.ceil(np.log10(v.max()))
+        ticks = [
+            (np.log10(m * 10**e), f"{m * 10**e:,.0f}" if m * 10**e >= 1 else f"{m * 10**e:g}")
+            for e in np.arange(lo, hi + 1)
+            for m in ((1, 2, 5) if hi - lo <= 3 else (1,))
+            if v.min() / 2 <= m * 10**e <= v.max() * 2
+        ]
+        plot_item.getAxis(axis).setTicks([ticks, []])
+
+
 def _save(pg, widget, path: Path, size=(900, 560)) -> Path:
     """Lays the widget out at ``size`` (shown offscreen) and exports its scene as PNG."""
+    items = [widget.getPlotItem()] if hasattr(widget, "getPlotItem") else widget.ci.items.keys()
+    for item in items:
+        if hasattr(item, "listDataItems"):
+            _decade_ticks(item)
     widget.resize(*size)
     widget.show()
     pg.mkQApp().processEvents()
@@ -132,13 +163,15 @@ def _async(pg, r: dict, out: Path) -> Path:
     p1.addLegend(offset=(-10, 10))
     p1.showGrid(x=True, y=True, alpha=0.25)
     p1.setLabel("bottom", "step (events)")
+    p1.getAxis("left").setWidth(60)
     for i, mode in enumerate(("async_sparse", "async_dense", "batch_sparse", "batch_dense")):
         _line(pg, p1, steps, [s["flops"][mode] / 1e6 for s in r["steps"]], mode.replace("_", " "), i)
     p2 = w.addPlot(title="time per update (ms, median)")
     p2.setLogMode(x=True, y=True)
-    p2.addLegend(offset=(-10, 10))
+    p2.addLegend(offset=(-10, -10))
     p2.showGrid(x=True, y=True, alpha=0.25)
     p2.setLabel("bottom", "step (events)")
+    p2.getAxis("left").setWidth(60)
     for i, (key, name) in enumerate(
         (("async", "async engine"), ("batch", "engine batch"), ("torch_dense", "torch dense"))
     ):
