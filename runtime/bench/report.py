@@ -23,14 +23,6 @@ def _md(head: tuple[str, ...], rows: list[tuple]) -> list[str]:
     return out
 
 
-def _spread(v: list[float]) -> str:
-    return f"{v[0]:.0f}..{v[1]:.0f}"
-
-
-def _ms(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def _machine(m: dict) -> str:
     extra = f", torch {m['torch']}" if m.get("torch") else ""
     return (
@@ -40,50 +32,23 @@ def _machine(m: dict) -> str:
 
 
 def _ring(r: dict) -> list[str]:
-    sp = r.get("spread_mevents_s", {})
+    from .stream import RATE_HEAD, ring_rows
+
     return [
         f"**ring** ({r['events']:,} events in 64k batches, median of {r['repeats']} runs after a warm-up, "
         "spread = slowest..fastest run):",
         "",
-        *_md(
-            ("what", "M events/s", "spread", "baseline (same run)", "ratio"),
-            [
-                (
-                    "push + pop",
-                    f"{r['ring_mevents_s']:.0f}",
-                    _spread(sp["ring"]) if sp else "-",
-                    f"memcpy {r['memcpy_mevents_s']:.0f}",
-                    f"{100 * r['ratio']:.0f} %",
-                ),
-                (
-                    "producer + consumer threads",
-                    f"{r['threaded_mevents_s']:.0f}",
-                    _spread(sp["threaded"]) if sp else "-",
-                    "",
-                    "",
-                ),
-            ],
-        ),
+        *_md(RATE_HEAD, ring_rows(r)),
     ]
 
 
 def _zmq(r: dict) -> list[str]:
-    sp = r.get("spread_mevents_s", {})
+    from .stream import RATE_HEAD, zmq_rows
+
     return [
         f"**zmq** ({r['events']:,} events over TCP loopback, median of {r['repeats']} runs):",
         "",
-        *_md(
-            ("what", "M events/s", "spread", "baseline (same run)", "ratio"),
-            [
-                (
-                    "ZeroMQ source (wire format, PULL)",
-                    f"{r['zmq_source_mevents_s']:.0f}",
-                    _spread(sp["zmq_source"]) if sp else "-",
-                    f"raw pyzmq {r['raw_pyzmq_mevents_s']:.0f}",
-                    f"{100 * r['ratio']:.0f} %",
-                ),
-            ],
-        ),
+        *_md(RATE_HEAD, zmq_rows(r)),
     ]
 
 
@@ -151,43 +116,20 @@ def _async(r: dict) -> list[str]:
 
 
 def _e2e(r: dict) -> list[str]:
-    rows = [
-        (
-            "max" if x["speed"] is None else f"{x['speed']:g}",
-            f"{x['input_mevents_s']:.2f}",
-            f"{x['dropped']:,}",
-            _ms(x["latency_ms_p50"]),
-            _ms(x["latency_ms_p90"]),
-            _ms(x["latency_ms_p99"]),
-            _ms(x["latency_ms_max"]),
-        )
-        for x in r["rows"]
-    ]
+    from .stream import E2E_HEAD, e2e_rate_rows, e2e_resolution_rows
+
     best = r["highest_without_drops"]
-    res = [
-        (
-            f"{x['sensor'][0]}x{x['sensor'][1]}",
-            f"{x['input_mevents_s']:.2f}",
-            f"{x['dropped']:,}",
-            _ms(x["latency_ms_p50"]),
-            _ms(x["latency_ms_p90"]),
-            _ms(x["latency_ms_p99"]),
-            _ms(x["latency_ms_max"]),
-        )
-        for x in r["resolution"]["rows"]
-    ]
-    head = ("replay speed", "input M ev/s", "dropped", "p50 ms", "p90 ms", "p99 ms", "max ms")
     return [
         f"**e2e** ({r['input']}; {r['window']}; {r['seconds_per_rate']:g} s per rate): window latency "
         "(arrival of a window's newest event to its result) as the input rate rises until events are "
         "dropped; highest rate without drops: "
         + (f"**{best['input_mevents_s']:.2f} M events/s**" if best else "none"),
         "",
-        *_md(head, rows),
+        *_md(E2E_HEAD, e2e_rate_rows(r)),
         "",
         f"Cost against sensor resolution ({r['resolution']['input']}):",
         "",
-        *_md(("sensor", *head[1:]), res),
+        *_md(("sensor", *E2E_HEAD[1:]), e2e_resolution_rows(r)),
     ]
 
 

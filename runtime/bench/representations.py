@@ -27,7 +27,7 @@ import numpy as np
 from ...kernels.events import make_events
 from ...kernels.representations import REPRESENTATIONS, compute
 from ...kernels.representations.incremental import incremental
-from .common import machine_info
+from .common import machine_info, time_runs
 
 W, H = 640, 480
 
@@ -41,13 +41,7 @@ def _stream(n: int, rate_hz: float = 2e6, seed: int = 0) -> np.ndarray:
 
 def _median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, float, float]:
     """(median, min, max) wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    times = time_runs(fn, warmup, repeats)
     return statistics.median(times), min(times), max(times)
 
 

@@ -273,86 +273,96 @@ def run_e2e(quick: bool = False, progress: bool = False, source: str | None = No
     }
 
 
-def format_ring(r: dict) -> str:
-    return "\n".join(
-        [
-            f"evstream bench ring{' (quick)' if r['quick'] else ''}: {r['events']:,} events, "
-            f"median of {r['repeats']} runs",
-            *table(
-                ("what", "M events/s", "baseline", "ratio"),
-                [
-                    (
-                        "push + pop, 64k batches",
-                        f"{r['ring_mevents_s']:.0f}",
-                        f"memcpy {r['memcpy_mevents_s']:.0f}",
-                        f"{100 * r['ratio']:.0f} %",
-                    ),
-                    ("producer + consumer threads", f"{r['threaded_mevents_s']:.0f}", "", ""),
-                ],
-            ),
-        ]
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _spread(v: list[float] | None) -> str:
+    return "-" if not v else f"{v[0]:.0f}..{v[1]:.0f}"
+
+
+#: columns of the ring / zmq tables (text and Markdown)
+RATE_HEAD = ("what", "M events/s", "spread", "baseline (same run)", "ratio")
+#: columns of the e2e tables
+E2E_HEAD = ("replay speed", "input M ev/s", "dropped", "p50 ms", "p90 ms", "p99 ms", "max ms")
+
+
+def ring_rows(r: dict) -> list[tuple[str, ...]]:
+    sp = r.get("spread_mevents_s", {})
+    return [
+        (
+            "push + pop, 64k batches",
+            f"{r['ring_mevents_s']:.0f}",
+            _spread(sp.get("ring")),
+            f"memcpy {r['memcpy_mevents_s']:.0f}",
+            f"{100 * r['ratio']:.0f} %",
+        ),
+        (
+            "producer + consumer threads",
+            f"{r['threaded_mevents_s']:.0f}",
+            _spread(sp.get("threaded")),
+            "",
+            "",
+        ),
+    ]
+
+
+def zmq_rows(r: dict) -> list[tuple[str, ...]]:
+    sp = r.get("spread_mevents_s", {})
+    return [
+        (
+            "ZeroMQ source (wire format, PULL)",
+            f"{r['zmq_source_mevents_s']:.0f}",
+            _spread(sp.get("zmq_source")),
+            f"raw pyzmq {r['raw_pyzmq_mevents_s']:.0f}",
+            f"{100 * r['ratio']:.0f} %",
+        ),
+    ]
+
+
+def _latency_cells(x: dict) -> tuple[str, ...]:
+    return (
+        f"{x['input_mevents_s']:.2f}",
+        f"{x['dropped']:,}",
+        *(_ms(x[f"latency_ms_{q}"]) for q in ("p50", "p90", "p99", "max")),
     )
+
+
+def e2e_rate_rows(r: dict) -> list[tuple[str, ...]]:
+    return [("max" if x["speed"] is None else f"{x['speed']:g}", *_latency_cells(x)) for x in r["rows"]]
+
+
+def e2e_resolution_rows(r: dict) -> list[tuple[str, ...]]:
+    return [(f"{x['sensor'][0]}x{x['sensor'][1]}", *_latency_cells(x)) for x in r["resolution"]["rows"]]
+
+
+def format_ring(r: dict) -> str:
+    title = (
+        f"evstream bench ring{' (quick)' if r['quick'] else ''}: {r['events']:,} events, "
+        f"median of {r['repeats']} runs"
+    )
+    return "\n".join([title, *table(RATE_HEAD, ring_rows(r))])
 
 
 def format_zmq(r: dict) -> str:
-    return "\n".join(
-        [
-            f"evstream bench zmq{' (quick)' if r['quick'] else ''}: {r['events']:,} events over TCP "
-            f"loopback, median of {r['repeats']} runs",
-            *table(
-                ("what", "M events/s", "baseline", "ratio"),
-                [
-                    (
-                        "ZeroMQ source (wire format, PULL)",
-                        f"{r['zmq_source_mevents_s']:.0f}",
-                        f"raw pyzmq {r['raw_pyzmq_mevents_s']:.0f}",
-                        f"{100 * r['ratio']:.0f} %",
-                    )
-                ],
-            ),
-        ]
+    title = (
+        f"evstream bench zmq{' (quick)' if r['quick'] else ''}: {r['events']:,} events over TCP loopback, "
+        f"median of {r['repeats']} runs"
     )
+    return "\n".join([title, *table(RATE_HEAD, zmq_rows(r))])
 
 
 def format_e2e(r: dict) -> str:
-    def ms(v):
-        return "-" if v is None else f"{v:.2f}"
-
-    rows = [
-        (
-            "max" if x["speed"] is None else f"{x['speed']:g}",
-            f"{x['input_mevents_s']:.2f}",
-            f"{x['dropped']:,}",
-            ms(x["latency_ms_p50"]),
-            ms(x["latency_ms_p90"]),
-            ms(x["latency_ms_p99"]),
-            ms(x["latency_ms_max"]),
-        )
-        for x in r["rows"]
-    ]
     best = r["highest_without_drops"]
-    res = r["resolution"]
-    res_rows = [
-        (
-            f"{x['sensor'][0]}x{x['sensor'][1]}",
-            f"{x['input_mevents_s']:.2f}",
-            f"{x['dropped']:,}",
-            ms(x["latency_ms_p50"]),
-            ms(x["latency_ms_p90"]),
-            ms(x["latency_ms_p99"]),
-            ms(x["latency_ms_max"]),
-        )
-        for x in res["rows"]
-    ]
     return "\n".join(
         [
             f"evstream bench e2e{' (quick)' if r['quick'] else ''}: {r['input']}; {r['window']}; "
             f"{r['seconds_per_rate']:g} s per rate",
-            *table(("speed", "input M ev/s", "dropped", "p50 ms", "p90 ms", "p99 ms", "max ms"), rows),
+            *table(E2E_HEAD, e2e_rate_rows(r)),
             "highest input rate without drops: "
             + (f"{best['input_mevents_s']:.2f} M events/s" if best else "none (drops at the lowest rate)"),
             "",
-            f"cost against sensor resolution: {res['input']}",
-            *table(("sensor", "input M ev/s", "dropped", "p50 ms", "p90 ms", "p99 ms", "max ms"), res_rows),
+            f"cost against sensor resolution: {r['resolution']['input']}",
+            *table(("sensor", *E2E_HEAD[1:]), e2e_resolution_rows(r)),
         ]
     )
