@@ -53,6 +53,16 @@ def test_all_runs_every_benchmark_with_its_baseline(quick_all):
     assert any("numpy" in x["what"] for x in rep)
     for step in r["benchmarks"]["async"]["steps"]:
         assert step["correctness"]["argmax_equal"]
+        for mode, v in step["flops_per_event"].items():
+            assert v == pytest.approx(step["flops"][mode] / step["step_events"])
+    sweep = r["benchmarks"]["async"]["window_sweep"]  # cost against window size
+    assert [w["window_events"] for w in sweep] == [5_000, 25_000]
+    assert sweep[0]["active_sites"] < sweep[1]["active_sites"]
+    assert (
+        sweep[0]["flops"]["batch_sparse"]
+        < sweep[1]["flops"]["batch_sparse"]
+        < sweep[1]["flops"]["batch_dense"]
+    )
     for title in (
         "evstream bench decode",
         "evstream bench repr",

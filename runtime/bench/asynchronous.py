@@ -55,6 +55,9 @@ SYNTHETIC_SENSOR = (346, 260)
 _UPDATES = {1: (20, 200), 10: (10, 100), 100: (5, 50), 1000: (3, 20)}
 _UPDATES_QUICK = {1: (5, 20), 10: (3, 10), 100: (2, 5), 1000: (1, 3)}
 _REPEATS, _REPEATS_QUICK = 10, 2  # timed dense recomputes (torch, engine batch) per step size
+#: window sizes of the cost-against-window sweep (1-event steps; FLOPs and engine time only)
+WINDOW_SWEEP, WINDOW_SWEEP_QUICK = (5_000, 25_000, 100_000), (5_000, 25_000)
+_SWEEP_UPDATES, _SWEEP_UPDATES_QUICK = (10, 100), (3, 10)  # (warm-up, timed) 1-event updates
 
 #: goals of issue #5
 GOAL_REDUCTION_1 = 10.0  # FLOP reduction (batch dense / async sparse) at 1-event steps
@@ -201,7 +204,11 @@ def run_async(
     # other step sizes take the plan of the nearest listed one below (or the smallest)
     plan = {s: table[max([k for k in table if k <= s], default=min(table))] for s in steps}
     repeats = _REPEATS_QUICK if quick else _REPEATS
-    needed = window + max(s * (wu + n) for s, (wu, n) in plan.items())
+    sweep_windows = WINDOW_SWEEP_QUICK if quick else WINDOW_SWEEP
+    sweep_updates = _SWEEP_UPDATES_QUICK if quick else _SWEEP_UPDATES
+    needed = max(
+        window + max(s * (wu + n) for s, (wu, n) in plan.items()), max(sweep_windows) + sum(sweep_updates)
+    )
 
     if source is None:
         events, width, height = synthetic_stream(needed, seed)
@@ -350,6 +357,38 @@ def run_async(
         )
 
     all_goals = [v for r in results for v in r["goals"].values()]
+    window_sweep = []
+    for w in sweep_windows:
+        if len(events) < w + sum(sweep_updates):
+            continue  # a short recording: only the windows it can fill
+        hist = SlidingHistogram(rows, cols, chans, shape, w)
+        engine.batch(hist.hist)
+        for _ in range(sweep_updates[0]):
+            engine.update(*hist.advance(1))
+        t_update, sparse, dense = [], [], []
+        for _ in range(sweep_updates[1]):
+            sites, values = hist.advance(1)
+            t0 = time.perf_counter()
+            engine.update(sites, values)
+            t_update.append(time.perf_counter() - t0)
+            cost = engine.last_cost()
+            sparse.append(cost.async_sparse)
+            dense.append(cost.async_dense)
+        x = torch.from_numpy(hist.hist)[None]
+        window_sweep.append(
+            {
+                "window_events": w,
+                "active_sites": int(np.count_nonzero(hist.hist.any(axis=0))),
+                "flops": {
+                    "async_sparse": float(np.median(sparse)),
+                    "async_dense": float(np.median(dense)),
+                    "batch_sparse": float(flops.total(flops.batch_sparse_flops(arch, x))),
+                    "batch_dense": batch_dense,
+                },
+                "time_ms": {"async": stats_ms(t_update)},
+            }
+        )
+
     return {
         "benchmark": "async",
         "quick": quick,
@@ -384,6 +423,7 @@ def run_async(
             "all_met": bool(all(all_goals)),
         },
         "steps": results,
+        "window_sweep": window_sweep,
     }
 
 
@@ -466,6 +506,30 @@ def format_async(r: dict) -> str:
         for c in [s["correctness"]]
     ]
     lines += table(head, rows)
+    if r.get("window_sweep"):
+        lines += ["", "Cost against window size (1-event steps; MFLOP per update, engine ms median)"]
+        head = (
+            "window",
+            "active sites",
+            "async sparse",
+            "async dense",
+            "batch sparse",
+            "batch dense",
+            "async ms",
+        )
+        rows = [
+            (
+                f"{w['window_events']:,}",
+                f"{w['active_sites']:,}",
+                *(
+                    _mflop(w["flops"][k])
+                    for k in ("async_sparse", "async_dense", "batch_sparse", "batch_dense")
+                ),
+                f"{w['time_ms']['async']['median']:.3f}",
+            )
+            for w in r["window_sweep"]
+        ]
+        lines += table(head, rows)
     lines += ["", "Goals (issue #5)"]
     for s in r["steps"]:
         g = s["goals"]

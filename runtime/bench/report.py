@@ -112,6 +112,28 @@ def _async(r: dict) -> list[str]:
             if per_event
             else []
         ),
+        *_window_sweep(r.get("window_sweep") or []),
+    ]
+
+
+def _window_sweep(sweep: list[dict]) -> list[str]:
+    if not sweep:
+        return []
+    rows = [
+        (
+            f"{w['window_events']:,}",
+            f"{w['active_sites']:,}",
+            *(f"{w['flops'][k] / 1e6:.1f}" for k in MODES),
+            f"{w['time_ms']['async']['median']:.2f}",
+        )
+        for w in sweep
+    ]
+    head = ("window", "active sites", *(k.replace("_", " ") + " MFLOP" for k in MODES), "async ms")
+    return [
+        "",
+        "Cost against window size (1-event steps; per update, engine time median):",
+        "",
+        *_md(head, rows),
     ]
 
 
