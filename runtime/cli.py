@@ -223,6 +223,7 @@ def cmd_run(args) -> int:
         sensor_size=args.sensor,
         format=args.format,
         connect_timeout_s=args.connect_timeout,
+        curve_keys=args.curve_keys,
     )
     classifier, notice = _classifier_for(args, source)
     if notice and not args.quiet:
@@ -333,6 +334,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from .curve import generate_keys
+
+    paths = generate_keys(args.dir, force=args.force)
+    if not args.quiet:
+        print(
+            f"publisher key pair : {paths['publisher']['public']} (public), "
+            f"{paths['publisher']['secret']} (secret, 0600)\n"
+            f"subscriber key pair: {paths['subscriber']['public']} (public), "
+            f"{paths['subscriber']['secret']} (secret, 0600)\n"
+            f"authorized subscribers: {paths['authorized']}/*.key\n"
+            f"use: evstream publish FILE --curve-keys {args.dir}   and   "
+            f"evstream run --source tcp://... --curve-keys {args.dir}"
+        )
+    return 0
+
+
 def cmd_view(args) -> int:
     args.source, args.viewer = args.file, True
     return cmd_run(args)
@@ -372,7 +390,7 @@ def cmd_publish(args) -> int:
     source = FileSource(
         args.file, speed=args.speed, loop=args.loop, format=args.format, sensor_size=args.sensor
     )
-    result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay)
+    result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay, curve_keys=args.curve_keys)
     if not args.quiet:
         print(f"published {result['events']:,} events in {result['messages']:,} messages to {args.to}")
     return 0
@@ -640,6 +658,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds to wait for the first ZeroMQ message (default 10)",
     )
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="ZeroMQ sources: authenticate and encrypt with CURVE, keys from 'evstream keys DIR' "
+        "(publishers without the matching keys are refused)",
+    )
     p.add_argument("--ring", type=_positive_int, default=1 << 22, help="ring buffer capacity in events")
     p.add_argument(
         "--policy",
@@ -751,6 +775,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
+        "keys",
+        help="make ZeroMQ CURVE key pairs for authenticated, encrypted streams (--curve-keys DIR)",
+        description="Writes a publisher and a subscriber key pair (ZeroMQ certificate files; secret "
+        "files mode 0600) and DIR/authorized with the subscriber's public key. 'evstream publish "
+        "--curve-keys DIR' then admits only authorized subscribers, and 'evstream run --curve-keys DIR' "
+        "reads only from the publisher with the matching key. Copy DIR (or the files each side needs) "
+        "to both machines.",
+    )
+    p.add_argument("dir", help="folder for the keys (created if missing)")
+    p.add_argument("--force", action="store_true", help="replace keys that exist")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser(
         "view",
         help="replay a recording in the viewer (evstream run --source FILE --viewer)",
         description="Replays FILE through the streaming loop with the Qt viewer open: the decaying event "
@@ -776,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="replay again and again")
     p.add_argument("--zmq", choices=["pub", "push"], default="pub", help="socket type (default pub)")
     p.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before sending")
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        help="authenticate and encrypt with CURVE, keys from 'evstream keys DIR' (only the subscribers "
+        "whose public keys are in DIR/authorized are admitted)",
+    )
     p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
     p.add_argument(
         "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"

@@ -46,6 +46,7 @@ def publish(
     chunk_events: int = 1 << 16,
     delay_s: float = 0.5,
     on_progress=None,
+    curve_keys=None,
 ) -> dict:
     """Sends every event of ``source`` to ``url`` (bound here), then an end-of-stream message.
 
@@ -60,10 +61,17 @@ def publish(
     sock = ctx.socket(zmq.PUB if pattern == "pub" else zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, 1000)
     sock.setsockopt(zmq.LINGER, 2000)
+    auth = None
     try:
+        if curve_keys is not None:
+            from .curve import make_server
+
+            auth = make_server(sock, curve_keys)  # admits the authorized subscribers only
         _bind(sock, url)
     except BaseException:
         sock.close(linger=0)
+        if auth is not None:
+            auth.stop()
         raise
     stream = wire.new_stream_id()
     seq = sent = 0
@@ -82,4 +90,6 @@ def publish(
         sock.send_multipart(wire.encode_eos(stream, seq, sent, source.width, source.height))
     finally:
         sock.close()
+        if auth is not None:
+            auth.stop()
     return {"events": sent, "messages": seq + 1, "stream": stream}

@@ -214,14 +214,25 @@ def open_source(
     sensor_size=None,
     format: str | None = None,
     connect_timeout_s: float = 10.0,
+    curve_keys=None,
 ) -> Source:
-    """A source from a ``--source`` value: a file path, ``tcp://…`` or ``ipc://…``."""
+    """A source from a ``--source`` value: a file path, ``tcp://…`` or ``ipc://…`` (with
+    ``curve_keys``, a folder made by ``evstream keys``: CURVE-authenticated), ``camera:N``,
+    ``video:FILE``, ``dv:``, ``dv-net://…`` or ``metavision:``."""
     from .sensor_sources import DvSource, MetavisionSource
     from .video_source import VideoSource
     from .zmq_source import ZmqSource
 
     if spec.startswith(("tcp://", "ipc://", "inproc://")):
-        return ZmqSource(spec, pattern=zmq_pattern, follow=follow, first_message_timeout_s=connect_timeout_s)
+        return ZmqSource(
+            spec,
+            pattern=zmq_pattern,
+            follow=follow,
+            first_message_timeout_s=connect_timeout_s,
+            curve_keys=curve_keys,
+        )
+    if curve_keys is not None:
+        raise ValueError("--curve-keys applies to ZeroMQ sources (tcp://, ipc://) only")
     if spec.startswith(("camera:", "video:")):
         return VideoSource(spec, speed=speed, loop=loop)
     if spec.startswith(("dv:", "dv-net://")):

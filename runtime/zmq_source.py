@@ -27,6 +27,7 @@ class ZmqSource(Source):
         follow: bool = False,
         timeout_s: float | None = None,
         first_message_timeout_s: float = 10.0,
+        curve_keys=None,
     ):
         super().__init__()
         import zmq
@@ -41,8 +42,17 @@ class ZmqSource(Source):
         self._sock.setsockopt(zmq.MAXMSGSIZE, (1 << 24) * 32 + (1 << 16))
         if pattern == "sub":
             self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.curve_keys = curve_keys
+        if curve_keys is not None:
+            from .curve import make_client
+
+            try:
+                make_client(self._sock, curve_keys)  # only the publisher with the matching key
+            except BaseException:
+                self._sock.close(linger=0)
+                raise
         self._sock.connect(url)
-        self.description = f"{url} (ZeroMQ {pattern.upper()})"
+        self.description = f"{url} (ZeroMQ {pattern.upper()}{', CURVE' if curve_keys is not None else ''})"
         self.counters = {"messages": 0, "malformed": 0, "gap_events": 0, "out_of_bounds": 0, "restarts": 0}
         self._stream = None
         self._expect = 0
@@ -75,9 +85,13 @@ class ZmqSource(Source):
                 continue
             self.width, self.height = msg.width, msg.height
             return msg
-        raise TimeoutError(
-            f"{self.url}: no evstream message within {timeout_s:g} s (is the publisher running?)"
+        hint = (
+            "is the publisher running, with --curve-keys and the matching keys? A publisher without "
+            "them is refused"
+            if self.curve_keys is not None
+            else "is the publisher running? If it uses --curve-keys, give the same keys here"
         )
+        raise TimeoutError(f"{self.url}: no evstream message within {timeout_s:g} s ({hint})")
 
     def _malformed(self, exc) -> None:
         self.counters["malformed"] += 1
