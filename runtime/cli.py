@@ -487,10 +487,18 @@ def cmd_render(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import BENCHMARKS, machine_info
 
-    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
-    if args.source is not None and not set(names) & {"async", "e2e"}:
-        raise ValueError(f"--source applies to the async and e2e benchmarks, not to {args.benchmark}")
+    names = [n for n, b in BENCHMARKS.items() if b.in_all] if args.benchmark == "all" else [args.benchmark]
+    if args.source is not None and not set(names) & {"async", "e2e", "soak"}:
+        raise ValueError(f"--source applies to the async, e2e and soak benchmarks, not to {args.benchmark}")
     options = {"quick": args.quick, "progress": sys.stderr.isatty(), "threads": args.threads}
+    if args.minutes is not None:
+        if args.benchmark != "soak" or not args.minutes > 0:
+            raise ValueError("--minutes applies to 'evstream bench soak' and must be positive")
+        options["minutes"] = args.minutes
+    if args.rate is not None:
+        if args.benchmark != "soak" or not args.rate > 0:
+            raise ValueError("--rate applies to 'evstream bench soak' and must be positive")
+        options["rate"] = args.rate
     if args.source is not None:
         options.update(source=args.source, format=args.format, sensor_size=args.sensor)
     if args.runs is not None:
@@ -922,7 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "benchmark",
         choices=[*BENCHMARKS, "all"],
-        help=f"which benchmark: {', '.join(BENCHMARKS)} or all",
+        help=f"which benchmark: {', '.join(BENCHMARKS)} or all (every one but soak)",
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-': to stdout)")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots of the results into DIR")
@@ -952,6 +960,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=_positive_int, metavar="N", help="decode: timed runs (default 15)")
     p.add_argument("--warmup", type=int, metavar="N", help="decode: untimed runs first (default 2)")
     p.add_argument("--no-peers", action="store_true", help="decode: evstream and memcpy only")
+    p.add_argument("--minutes", type=float, help="soak: how long to run (default 10; --quick 0.33)")
+    p.add_argument(
+        "--rate", type=float, metavar="EV_PER_S", help="soak: replay rate in events/s (default 10e6)"
+    )
     p.set_defaults(func=cmd_bench)
 
     datasets = ["nmnist", "ncaltech101", "ncars", "nimagenet", "mini_nimagenet"]

@@ -11,7 +11,9 @@ medians with their spread) and returns a JSON-ready dict that names the machine:
 * ``zmq``: the ZeroMQ source against raw pyzmq;
 * ``async``: the asynchronous sparse CNN engine against its batch mode and a dense torch recompute,
   FLOPs in the four accounting modes;
-* ``e2e``: the whole pipeline at rising input rates: window latency distribution, drops.
+* ``e2e``: the whole pipeline at rising input rates: window latency distribution, drops;
+* ``soak`` (not in ``all``): ten minutes of looped replay at a high rate: resident memory growth
+  and the event accounting.
 
 :data:`BENCHMARKS` maps a name to a :class:`Benchmark`; ``all`` runs them in this order.
 """
@@ -32,6 +34,7 @@ class Benchmark:
     run: Callable[..., dict]
     format: Callable[[dict], str]
     what: str
+    in_all: bool = True  # run by 'evstream bench all'
 
 
 def _lazy(module: str, run: str, fmt: str):
@@ -56,6 +59,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "zmq": Benchmark(*_lazy("stream", "run_zmq", "format_zmq"), "ZeroMQ source vs raw pyzmq"),
     "async": Benchmark(run_async, format_async, "asynchronous sparse CNN vs batch and dense torch"),
     "e2e": Benchmark(*_lazy("stream", "run_e2e", "format_e2e"), "pipeline latency and drops vs input rate"),
+    "soak": Benchmark(
+        *_lazy("soak", "run_soak", "format_soak"), "minutes of looped replay: memory and accounting", False
+    ),
 }
 
 __all__ = [
