@@ -61,6 +61,44 @@ class Histogram:
         return self.counts
 
 
+class LatencyRecorder:
+    """Window latencies (ms) in bounded memory, for runs of any length: the exact values of the
+    first ``keep`` windows, a histogram of all of them on log-spaced bins 0.5 % wide (1 us to
+    1000 s), the maximum, and the last 200 for a status line. Percentiles are exact while at most
+    ``keep`` windows were recorded, afterwards read from the histogram (within about 1 %)."""
+
+    RATIO, LOWEST_MS = 1.005, 1e-3
+    BINS = int(np.ceil(np.log(1e6 / 1e-3) / np.log(1.005))) + 1
+
+    def __init__(self, keep: int = 100_000):
+        self.keep = keep
+        self.samples: list[float] = []
+        self.count = 0
+        self.max: float | None = None
+        self.recent: deque = deque(maxlen=200)
+        self.bins = np.zeros(self.BINS, np.int64)
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        self.max = ms if self.max is None else max(self.max, ms)
+        self.recent.append(ms)
+        if len(self.samples) < self.keep:
+            self.samples.append(ms)
+        i = 0 if ms <= self.LOWEST_MS else int(np.log(ms / self.LOWEST_MS) / np.log(self.RATIO)) + 1
+        self.bins[min(i, self.BINS - 1)] += 1
+
+    def percentile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        if self.count <= self.keep:
+            return float(np.percentile(self.samples, q))
+        i = int(np.searchsorted(np.cumsum(self.bins), q / 100 * self.count))
+        return float(min(self.LOWEST_MS * self.RATIO ** max(i - 0.5, 0), self.max))
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class Summary:
     """What a run did; ``to_dict`` is the ``--summary-json`` content."""
@@ -70,7 +108,7 @@ class Summary:
     events_processed: int = 0
     events_dropped: int = 0
     windows: int = 0
-    latencies_ms: list = field(default_factory=list)
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     wall_s: float = 0.0
     source_stats: dict = field(default_factory=dict)
     events_unprocessed: int = 0  # still in the ring when a run was cancelled or stopped by an error
@@ -81,9 +119,13 @@ class Summary:
     predictions: int = 0
     last_prediction: dict | None = None
 
+    @property
+    def latencies_ms(self) -> list[float]:
+        """The window latencies (the first ``latency.keep`` of them in a very long run)."""
+        return self.latency.samples
+
     def to_dict(self) -> dict:
-        lat = np.asarray(self.latencies_ms, float)
-        pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: None)
+        pct = self.latency.percentile
         return {
             "source": self.source,
             "events_in": self.events_in,
@@ -95,7 +137,8 @@ class Summary:
             "latency_ms_p50": pct(50),
             "latency_ms_p90": pct(90),
             "latency_ms_p99": pct(99),
-            "latency_ms_max": float(lat.max()) if len(lat) else None,
+            "latency_ms_max": self.latency.max,
+            "latency_windows": self.latency.count,
             "wall_s": self.wall_s,
             "events_per_s": self.events_processed / self.wall_s if self.wall_s else None,
             "source_stats": self.source_stats,
@@ -253,7 +296,7 @@ class Pipeline:
             arrival = self._arrival_of(step.last_index)
             if arrival is not None:
                 latency = (done - arrival) * 1e3
-                summary.latencies_ms.append(latency)
+                summary.latency.add(latency)
         summary.windows += 1
         if self.tap is not None:
             self.tap.window(step, prediction, latency)
@@ -273,7 +316,7 @@ class Pipeline:
             )
 
     def _status(self, s: Summary, elapsed: float) -> str:
-        lat = f"{np.percentile(s.latencies_ms[-200:], 50):.2f} ms" if s.latencies_ms else "-"
+        lat = f"{np.percentile(s.latency.recent, 50):.2f} ms" if s.latency.recent else "-"
         st = self.ring.stats()
         line = (
             f"{s.events_processed / max(elapsed, 1e-9) / 1e6:7.2f} M ev/s | windows {s.windows} | "
