@@ -40,3 +40,14 @@ def random_events(rng, n: int, width: int, height: int, t0: int = 0, max_dt: int
     ev["t"] = t0 + np.cumsum(rng.integers(0, max_dt + 1, n))
     ev["p"] = rng.integers(0, 2, n)
     return ev
+
+
+@pytest.fixture
+def recording(tmp_path, rng):
+    """A small EVT3 recording of 20,000 random events on 64x48 and its events."""
+    from evstream.replay import write_events
+
+    ev = random_events(rng, 20_000, 64, 48, t0=1000, max_dt=10)
+    path = tmp_path / "rec.raw"
+    write_events(path, ev, 64, 48)
+    return path, ev

@@ -123,7 +123,7 @@ def test_source_is_refused_where_it_does_not_apply(capsys):
     from evstream.runtime.cli import main
 
     assert main(["bench", "ring", "--source", "x.raw"]) == 1
-    assert "--source applies to the async and e2e" in capsys.readouterr().err
+    assert "--source applies to the async, e2e and soak" in capsys.readouterr().err
 
 
 def test_soak_accounts_for_every_event(tmp_path, rng):

@@ -111,6 +111,7 @@ def test_a_checkpoint_for_another_sensor_is_refused_before_running(tmp_path, cap
 # --------------------------------------------------------------------------------------------
 # The bundled classifier
 
+
 def test_bundled_classifier_is_installed_small_and_described():
     path = DEFAULT_CHECKPOINTS["nmnist"]
     assert path.exists(), f"the package lacks its bundled classifier {path}"

@@ -10,8 +10,6 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import random_events
-from evstream.replay import write_events
 from evstream.runtime.cli import main
 from evstream.runtime.curve import CurveKeyError, generate_keys
 from evstream.runtime.publish import publish
@@ -26,14 +24,6 @@ def _url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest.fixture
-def recording(tmp_path, rng):
-    ev = random_events(rng, 20_000, 64, 48, t0=1000, max_dt=10)
-    path = tmp_path / "rec.raw"
-    write_events(path, ev, 64, 48)
-    return path, ev
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import random_events
 from evstream.kernels.events import EVENT_DTYPE
-from evstream.replay import write_events
 from evstream.runtime import wire
 from evstream.runtime.cli import main
 from evstream.runtime.pipeline import Pipeline, RunConfig
@@ -24,14 +23,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def recording(tmp_path, rng):
-    ev = random_events(rng, 20_000, 64, 48, t0=1000, max_dt=10)
-    path = tmp_path / "rec.raw"
-    write_events(path, ev, 64, 48)
-    return path, ev
 
 
 # --------------------------------------------------------------------------- wire format
