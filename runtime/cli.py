@@ -208,12 +208,16 @@ def cmd_run(args) -> int:
         from .viewer import NO_DISPLAY_ADVICE, ViewerUnavailable, import_qt, probe_display
 
         import_qt()  # ImportError naming the extra, before anything runs
-        if args.screenshot is None and (problem := probe_display()):
+
+        def no_window(problem) -> int:
             print(
                 f"evstream {args.command}: error: --viewer cannot open a window: {problem}.", file=sys.stderr
             )
             print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
             return EXIT_USAGE
+
+        if args.screenshot is None and (problem := probe_display()):
+            return no_window(problem)
     source = open_source(
         args.source,
         speed=args.speed,
@@ -271,11 +275,7 @@ def cmd_run(args) -> int:
                     fps=args.fps,
                 )
             except ViewerUnavailable as exc:
-                print(
-                    f"evstream {args.command}: error: --viewer cannot open a window: {exc}.", file=sys.stderr
-                )
-                print(f"evstream {args.command}: {NO_DISPLAY_ADVICE}", file=sys.stderr)
-                return EXIT_USAGE
+                return no_window(exc)
         else:
             summary = pipeline.run()
     finally:

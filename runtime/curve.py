@@ -80,7 +80,7 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
 def make_server(sock, folder) -> object:
     """Turns ``sock`` (before bind) into a CURVE server with the publisher's key that admits only
     the public keys in ``folder/authorized``; returns the authenticator (stop it after use)."""
-    zmq = _zmq()
+    _zmq()
     from zmq.auth.thread import ThreadAuthenticator
 
     root = Path(folder)
@@ -88,9 +88,13 @@ def make_server(sock, folder) -> object:
     allowed = root / AUTHORIZED
     if not allowed.is_dir() or not any(allowed.glob("*.key")):
         raise CurveKeyError(f"{allowed}: no authorized subscriber keys (*.key)")
-    auth = ThreadAuthenticator(zmq.Context.instance())
+    auth = ThreadAuthenticator(sock.context)  # ZAP covers the sockets of its own context only
     auth.start()
-    auth.configure_curve(domain="*", location=str(allowed))
+    try:
+        auth.configure_curve(domain="*", location=str(allowed))
+    except BaseException:
+        auth.stop()
+        raise
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_server = True

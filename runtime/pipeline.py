@@ -20,6 +20,7 @@ the events still in the ring are then reported as ``events_unprocessed``.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -68,7 +69,8 @@ class LatencyRecorder:
     ``keep`` windows were recorded, afterwards read from the histogram (within about 1 %)."""
 
     RATIO, LOWEST_MS = 1.005, 1e-3
-    BINS = int(np.ceil(np.log(1e6 / 1e-3) / np.log(1.005))) + 1
+    _LOG_RATIO = math.log(RATIO)
+    BINS = int(math.ceil(math.log(1e6 / LOWEST_MS) / _LOG_RATIO)) + 1
 
     def __init__(self, keep: int = 100_000):
         self.keep = keep
@@ -84,7 +86,7 @@ class LatencyRecorder:
         self.recent.append(ms)
         if len(self.samples) < self.keep:
             self.samples.append(ms)
-        i = 0 if ms <= self.LOWEST_MS else int(np.log(ms / self.LOWEST_MS) / np.log(self.RATIO)) + 1
+        i = 0 if ms <= self.LOWEST_MS else int(math.log(ms / self.LOWEST_MS) / self._LOG_RATIO) + 1
         self.bins[min(i, self.BINS - 1)] += 1
 
     def percentile(self, q: float) -> float | None:
@@ -279,15 +281,16 @@ class Pipeline:
         return None
 
     def _finish_window(self, step, hist: Histogram | None, summary: Summary) -> None:
-        prediction = None
+        prediction = predicted = None
         if self.classifier is not None:
             prediction = self.classifier.step(step.enter, step.leave)
+            predicted = prediction.to_dict()
             summary.flops_total += prediction.flops
             summary.predictions += 1
             # The summary keeps the prediction of the last window that received events: at the end
             # of a recording the windows that only drain (lose events) carry no new information.
             if len(step.enter) or summary.last_prediction is None:
-                summary.last_prediction = prediction.to_dict()
+                summary.last_prediction = predicted
         else:
             hist.update(step.enter, step.leave)
         done = time.perf_counter()
@@ -311,7 +314,7 @@ class Pipeline:
                     "left": len(step.leave),
                     "latency_ms": latency,
                     "representation": {"kind": "histogram", "total": int(len(step.window))},
-                    **({"prediction": prediction.to_dict()} if prediction is not None else {}),
+                    **({"prediction": predicted} if predicted is not None else {}),
                 }
             )
 

@@ -38,9 +38,7 @@ class Pacer:
     """
 
     def __init__(self, speed: float | None, stop: threading.Event):
-        if speed is not None and not speed > 0:
-            raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
-        self._speed = speed
+        self._speed = self._checked(speed)
         self._stop = stop
         self._paused = False
         self._cond = threading.Condition()
@@ -55,9 +53,14 @@ class Pacer:
     def paused(self) -> bool:
         return self._paused
 
-    def set_speed(self, speed: float | None) -> None:
+    @staticmethod
+    def _checked(speed: float | None) -> float | None:
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be positive (or None for as fast as possible), got {speed}")
+        return speed
+
+    def set_speed(self, speed: float | None) -> None:
+        speed = self._checked(speed)
         with self._cond:
             self._speed = speed
             self._reanchor()

@@ -41,12 +41,16 @@ class ViewerUnavailable(RuntimeError):
     """No window can be opened here (no display, or Qt cannot reach it)."""
 
 
+def _headless_platform(env) -> bool:
+    """QT_QPA_PLATFORM names a platform that needs no display server."""
+    return env.get("QT_QPA_PLATFORM", "").split(":")[0].strip() in HEADLESS_PLATFORMS
+
+
 def display_problem(env=None, platform: str | None = None) -> str | None:
     """Why a window cannot open here, judged from the environment alone (None: it may)."""
     env = os.environ if env is None else env
     platform = sys.platform if platform is None else platform
-    qpa = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip()
-    if qpa in HEADLESS_PLATFORMS:
+    if _headless_platform(env):
         return None
     if platform.startswith("linux") and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
         return (
@@ -64,7 +68,7 @@ def probe_display(timeout_s: float = 30.0) -> str | None:
     reason it failed, or None when a window can open. Remembered per display setting."""
     if problem := display_problem():
         return problem
-    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in HEADLESS_PLATFORMS:
+    if _headless_platform(os.environ):
         return None
     key = tuple(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
     if key not in _probed:
@@ -168,7 +172,6 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             self.history = {
                 k: deque(maxlen=int(HISTORY_S / PLOT_PERIOD_S)) for k in ("t", "rate", "lat", "fpe")
             }
-            self.prediction: dict | None = None
             self.events_drawn = 0
             self._lut = pg.colormap.get("viridis").getLookupTable(nPts=256, alpha=False).astype(np.uint8)
             self.setWindowTitle(f"evstream — {self.source.description}")
@@ -190,7 +193,12 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             self.setCentralWidget(central)
 
             self.events_view = pg.GraphicsLayoutWidget()
-            self.events_title = self.events_view.addLabel("events", row=0, col=0)
+            self.events_title = self.events_view.addLabel(
+                f"events {self.source.width}x{self.source.height} (ON white, OFF blue, fading over "
+                f"{self.frame.tau_us / 1000:g} ms)",
+                row=0,
+                col=0,
+            )
             vb = self.events_view.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=False)
             self.events_image = pg.ImageItem()
             vb.addItem(self.events_image)
@@ -381,7 +389,6 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             for ev in snap.events:
                 self.frame.add(ev)
                 self.events_drawn += len(ev)
-            self.stats.undrawn_events += snap.undrawn_events
             if snap.events or self.stats.frames == 0:
                 self.events_image.setImage(self.frame.rgb(), autoLevels=False)
             if snap.counts is not None:
@@ -416,7 +423,6 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             )
 
         def _draw_prediction(self, pred):
-            self.prediction = pred
             top = pred["top"][:top_k]
             best = top[0]
             self._set(self.prediction_label, f"{best['class']}  {best['probability'] * 100:.0f}%")
@@ -479,11 +485,6 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
                 self.dropped_label.setStyleSheet(
                     "color: rgb(230, 70, 60); font-weight: bold;" if dropped else ""
                 )
-            self._set(
-                self.events_title,
-                f"events {self.source.width}x{self.source.height} (ON white, OFF blue, fading over "
-                f"{self.frame.tau_us / 1000:g} ms)",
-            )
 
         def closeEvent(self, event):  # noqa: N802 (Qt's name)
             self.timer.stop()

@@ -99,7 +99,6 @@ class TapSnapshot:
     latencies_ms: list = field(default_factory=list)
     prediction: dict | None = None  # the newest
     counts: np.ndarray | None = None  # the representation, when requested
-    t_end_us: int | None = None
 
 
 class ViewerTap:
@@ -112,10 +111,10 @@ class ViewerTap:
         self._hist = None
         self._want_counts = False
         self._shown_prediction = None
+        self._fresh_prediction = False
         self._reset()
         self.events_total = 0
         self.undrawn_total = 0
-        self.last_window_time: float | None = None
 
     def _reset(self) -> None:
         self._pending = TapSnapshot()
@@ -157,17 +156,22 @@ class ViewerTap:
                 # as in the run summary: windows that only lose events (a stream running dry)
                 # do not replace the prediction on display
                 if n or self._shown_prediction is None:
-                    snap.prediction = self._shown_prediction = prediction.to_dict()
+                    self._shown_prediction = prediction  # made a dict by take(), off this thread
+                    self._fresh_prediction = True
             if counts is not None:
                 snap.counts = counts
-            snap.t_end_us = step.t_end_us
-            self.last_window_time = time.perf_counter()
 
     def take(self) -> TapSnapshot:
         with self._lock:
             snap = self._pending
+            prediction, self._fresh_prediction = (
+                self._shown_prediction if self._fresh_prediction else None,
+                False,
+            )
             self._reset()
         snap.events = list(snap.events)
+        if prediction is not None:
+            snap.prediction = prediction.to_dict()
         return snap
 
 
@@ -177,12 +181,10 @@ class RateMeter:
     def __init__(self, span_s: float = 2.0):
         self.span_s = span_s
         self.times: deque = deque()
-        self.count = 0
 
     def tick(self, now: float | None = None) -> None:
         now = time.perf_counter() if now is None else now
         self.times.append(now)
-        self.count += 1
         while self.times and now - self.times[0] > self.span_s:
             self.times.popleft()
 
