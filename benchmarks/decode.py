@@ -7,6 +7,4 @@ import sys
 from evstream.runtime.cli import main
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--markdown"]
-    codes = [main(["bench", name, *args]) for name in "decode".split()]
-    sys.exit(max(codes))
+    sys.exit(main(["bench", "decode", *(a for a in sys.argv[1:] if a != "--markdown")]))

@@ -7,6 +7,4 @@ import sys
 from evstream.runtime.cli import main
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--markdown"]
-    codes = [main(["bench", name, *args]) for name in "repr".split()]
-    sys.exit(max(codes))
+    sys.exit(main(["bench", "repr", *(a for a in sys.argv[1:] if a != "--markdown")]))

@@ -509,12 +509,10 @@ def cmd_bench(args) -> int:
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
     if args.readme:
-        from .bench.report import BEGIN, END
+        from .bench.report import check_markers
 
         with open(args.readme) as f:  # checked before the run, not after it
-            text = f.read()
-        if BEGIN not in text or END not in text:
-            raise ValueError(f"--readme {args.readme}: no '{BEGIN}' ... '{END}' markers in it")
+            check_markers(f"--readme {args.readme}", f.read())
     results = {}
     for name in names:
         bench = BENCHMARKS[name]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .asynchronous import SlidingHistogram, format_async, run_async, synthetic_stream, to_grid
-from .common import cpu_model, machine_info
+from .common import machine_info
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ __all__ = [
     "BENCHMARKS",
     "Benchmark",
     "SlidingHistogram",
-    "cpu_model",
     "format_async",
     "machine_info",
     "run_async",

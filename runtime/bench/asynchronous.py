@@ -1,5 +1,6 @@
-"""Benchmarks behind ``evstream bench``: each one measures evstream beside its baseline in the same
-run and returns a JSON-ready dict; :data:`BENCHMARKS` maps a name to ``(run, format_text)``.
+"""``evstream bench async``: the asynchronous engine beside its batch mode and a dense torch
+recompute, in the same run; :func:`run_async` returns a JSON-ready dict, :func:`format_async`
+prints it.
 
 ``async`` (issue #5): the asynet N-Caltech101 VGG-13 (random weights: FLOP counts are structural)
 on 191x255 2-channel event histograms of a 25,000-event window sliding by 1, 10, 100 and 1000

@@ -92,6 +92,20 @@ class CpuMeter:
         return float(min(max((busy - own) / (wall * (os.cpu_count() or 1)), 0.0), 1.0))
 
 
+def cached_recording(name: str, make_events, width: int, height: int, format: str) -> Path:
+    """``CACHE/name``, written once from ``make_events()`` (via a temporary file, so an
+    interrupted write never leaves a partial recording behind)."""
+    from ...replay import write_events
+
+    path = CACHE / name
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp" + path.suffix)
+        write_events(tmp, make_events(), width, height, format=format)
+        tmp.rename(path)
+    return path
+
+
 def time_runs(fn, warmup: int, runs: int) -> list[float]:
     """``runs`` timings (seconds) of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):

@@ -20,6 +20,7 @@ Peers come with ``pip install -c constraints.txt '.[bench]'``; missing ones are 
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...replay import open_events, read_events, write_events
+from ...replay import open_events, read_events
 from . import peers
-from .common import CACHE, SHARED, machine_info, rate_stats, time_runs
+from .common import SHARED, cached_recording, machine_info, rate_stats, time_runs
 
 REAL_FILES = [
     ("evt3", "raw_evt3/expelliarmus_evt3_sample.raw"),
@@ -66,19 +67,11 @@ def synthetic_recording(n: int, seed: int = 7) -> np.ndarray:
 
 
 def prepare_synthetic(n_events: int = SYNTH_EVENTS, formats=SYNTH_FORMATS) -> list[tuple[str, Path]]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    files = []
-    events = None
-    for fmt, ext in formats:
-        path = CACHE / f"synthetic_{n_events}_{fmt}.{ext}"
-        if not path.exists():
-            if events is None:
-                events = synthetic_recording(n_events)
-            tmp = path.with_suffix(".tmp" + path.suffix)
-            write_events(tmp, events, 640, 480, format=fmt)
-            tmp.rename(path)
-        files.append((fmt, path))
-    return files
+    events = functools.cache(lambda: synthetic_recording(n_events))  # made once, if any file is missing
+    return [
+        (fmt, cached_recording(f"synthetic_{n_events}_{fmt}.{ext}", events, 640, 480, fmt))
+        for fmt, ext in formats
+    ]
 
 
 def memcpy_times(n: int, warmup: int, runs: int) -> list[float]:
@@ -136,11 +129,9 @@ def _first_difference(got, ref) -> str:
     return ""
 
 
-def bench_file(fmt: str, path: Path, args) -> dict:
-    """``args``: ``warmup``, ``runs``, ``no_peers``."""
-    ref = read_events(path)
+def bench_file(fmt: str, path: Path, warmup: int, runs: int, peers_enabled: bool) -> dict:
     with open_events(path) as r:
-        geometry = f"{r.width}x{r.height}"
+        ref, geometry = r.read_all(), f"{r.width}x{r.height}"
     n = len(ref)
     row = {
         "format": fmt,
@@ -148,15 +139,15 @@ def bench_file(fmt: str, path: Path, args) -> dict:
         "size_bytes": path.stat().st_size,
         "events": n,
         "sensor": geometry,
-        "evstream": rate_stats(time_runs(lambda: read_events(path), args.warmup, args.runs), n),
-        "memcpy": rate_stats(memcpy_times(n, args.warmup, args.runs), n),
+        "evstream": rate_stats(time_runs(lambda: read_events(path), warmup, runs), n),
+        "memcpy": rate_stats(memcpy_times(n, warmup, runs), n),
         "peers": {},
     }
-    if not args.no_peers:
+    if peers_enabled:
         for name, _ in peers.available(fmt):
             if name in ("h5py", "numpy"):
                 continue
-            res = run_peer(name, fmt, path, args.warmup, args.runs, ref)
+            res = run_peer(name, fmt, path, warmup, runs, ref)
             if "times" in res:
                 res.update(rate_stats(res.pop("times"), n))
             row["peers"][name] = res
@@ -220,43 +211,34 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class _Options:
-    def __init__(self, warmup: int, runs: int, no_peers: bool):
-        self.warmup, self.runs, self.no_peers = warmup, runs, no_peers
-
-
 def run_decode(
     quick: bool = False,
     progress: bool = False,
     runs: int | None = None,
     warmup: int | None = None,
     peers_enabled: bool = True,
-    synthetic: bool = True,
     **_,
 ) -> dict:
     """Every recording: evstream, memcpy and the installed peers (see the module docstring)."""
-    opts = _Options(
-        warmup if warmup is not None else 1 if quick else 2,
-        runs if runs is not None else 3 if quick else 15,
-        not peers_enabled,
-    )
+    warmup = warmup if warmup is not None else 1 if quick else 2
+    runs = runs if runs is not None else 3 if quick else 15
     files = [(fmt, SHARED / rel) for fmt, rel in REAL_FILES if (SHARED / rel).exists()]
     if quick and not files:
         files = prepare_synthetic(200_000, [("evt3", "raw"), ("aedat4", "aedat4")])
-    elif synthetic and not quick:
+    elif not quick:
         files += prepare_synthetic()
     rows = []
     for fmt, path in files:
         if progress:
             print(f"  decode {path.name} ...", file=sys.stderr, flush=True)
-        rows.append(bench_file(fmt, path, opts))
+        rows.append(bench_file(fmt, path, warmup, runs, peers_enabled))
     installed = sorted({name for fmt, _ in files for name, _ in peers.available(fmt)} - {"h5py", "numpy"})
     return {
         "benchmark": "decode",
         "quick": quick,
         "machine": machine_info(),
-        "runs": opts.runs,
-        "warmup": opts.warmup,
+        "runs": runs,
+        "warmup": warmup,
         "peers_enabled": peers_enabled,
         "peers_installed": installed if peers_enabled else [],
         "real_recordings": str(SHARED) if any(SHARED in p.parents for _, p in files) else None,

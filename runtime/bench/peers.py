@@ -17,7 +17,6 @@ peer only makes that decoder raise ``ImportError``; ``available()`` lists the on
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -348,26 +347,6 @@ def available(fmt: str) -> list[tuple[str, Decoder]]:
         if all(_installed(m) for m in needed):
             result.append((name, fn))
     return result
-
-
-def format_of(path: str) -> str | None:
-    """Guess the registry format name of ``path`` from its extension and, for .raw, its header."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".raw":
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        return "evt2" if b"evt 2.0" in head else "evt3"
-    return {
-        ".evt3": "evt3",
-        ".dat": "dat",
-        ".aedat4": "aedat4",
-        ".bin": "bin",
-        ".bs2": "bin",
-        ".es": "es",
-        ".hdf5": "hdf5",
-        ".h5": "hdf5",
-        ".txt": "txt",
-    }.get(ext)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -210,10 +210,15 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def check_markers(readme, content: str) -> None:
+    """ValueError unless ``content`` has the begin marker before the end marker."""
+    if BEGIN not in content or END not in content or content.index(BEGIN) > content.index(END):
+        raise ValueError(f"{readme}: no '{BEGIN}' ... '{END}' markers to replace between")
+
+
 def update_readme(readme: Path, text: str) -> None:
     """Replaces the text between the markers in ``readme`` (ValueError when they are missing)."""
     content = readme.read_text()
-    if BEGIN not in content or END not in content or content.index(BEGIN) > content.index(END):
-        raise ValueError(f"{readme}: no '{BEGIN}' ... '{END}' markers to replace between")
+    check_markers(readme, content)
     a, b = content.index(BEGIN) + len(BEGIN), content.index(END)
     readme.write_text(content[:a] + "\n" + text + content[b:])

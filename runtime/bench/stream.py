@@ -15,7 +15,6 @@ after a warm-up, with the spread):
 from __future__ import annotations
 
 import socket
-import statistics
 import threading
 import time
 
@@ -28,7 +27,7 @@ from ..ring import EventRing
 from ..sources import FileSource
 from ..windows import TimeWindowSpec
 from ..zmq_source import ZmqSource
-from .common import CACHE, machine_info, rate_stats, table, time_runs
+from .common import cached_recording, machine_info, rate_stats, table, time_runs
 
 
 def _events(n: int, rate_hz: float = 5e6, width: int = 1280, height: int = 720) -> np.ndarray:
@@ -98,7 +97,7 @@ def bench_zmq(n: int, repeats: int) -> dict:
     chunk = 1 << 16
     ctx = zmq.Context.instance()
 
-    def raw_once() -> float:
+    def raw_once() -> float:  # seconds for n events
         url = f"tcp://127.0.0.1:{_port()}"
         push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
         push.bind(url)
@@ -124,9 +123,9 @@ def bench_zmq(n: int, repeats: int) -> dict:
         push.close(linger=0)
         pull.close(linger=0)
         assert got == n
-        return n / dt / 1e6
+        return dt
 
-    def source_once() -> float:
+    def source_once() -> float:  # seconds for n events
         url = f"tcp://127.0.0.1:{_port()}"
         push = ctx.socket(zmq.PUSH)
         push.bind(url)
@@ -146,18 +145,20 @@ def bench_zmq(n: int, repeats: int) -> dict:
         src.close()
         push.close(linger=0)
         assert got == n
-        return n / dt / 1e6
+        return dt
 
     raw_once()  # warm-up
-    raws = [raw_once() for _ in range(repeats)]
+    raw = rate_stats([raw_once() for _ in range(repeats)], n)
     source_once()
-    sources = [source_once() for _ in range(repeats)]
-    raw, source = statistics.median(raws), statistics.median(sources)
+    source = rate_stats([source_once() for _ in range(repeats)], n)
     return {
-        "raw_pyzmq_mevents_s": raw,
-        "zmq_source_mevents_s": source,
-        "ratio": source / raw,
-        "spread_mevents_s": {"raw_pyzmq": [min(raws), max(raws)], "zmq_source": [min(sources), max(sources)]},
+        "raw_pyzmq_mevents_s": raw["mevents_per_s"],
+        "zmq_source_mevents_s": source["mevents_per_s"],
+        "ratio": source["mevents_per_s"] / raw["mevents_per_s"],
+        "spread_mevents_s": {
+            "raw_pyzmq": raw["spread_mevents_per_s"],
+            "zmq_source": source["spread_mevents_per_s"],
+        },
     }
 
 
@@ -194,15 +195,8 @@ def bench_e2e(path: str, speeds, seconds: float, progress: bool = False) -> dict
 def _synthetic_recording(width: int = 1280, height: int = 720, n: int = 2_000_000) -> str:
     """``n`` random events at 2 M events/s of recording time on a ``width`` x ``height`` sensor,
     written once to the cache (EVT3, the format of the 1280x720 Prophesee sensors)."""
-    from ...replay import write_events
-
-    path = CACHE / f"e2e_{width}x{height}_{n}.raw"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.raw")
-        write_events(tmp, _events(n, 2e6, width, height), width, height, format="evt3")
-        tmp.rename(path)
-    return str(path)
+    name = f"e2e_{width}x{height}_{n}.raw"
+    return str(cached_recording(name, lambda: _events(n, 2e6, width, height), width, height, "evt3"))
 
 
 RESOLUTIONS = ((320, 240), (640, 480), (1280, 720))
