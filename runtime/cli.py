@@ -507,6 +507,10 @@ def cmd_bench(args) -> int:
         options["warmup"] = args.warmup
     options["peers_enabled"] = not args.no_peers
     if args.plots:
+        import importlib.util
+
+        if importlib.util.find_spec("pyqtgraph") is None:  # found out now, not after the run
+            raise ImportError("--plots needs pyqtgraph and a Qt binding: pip install 'evstream[viewer]'")
         os.makedirs(args.plots, exist_ok=True)
     if args.readme:
         from .bench.report import check_markers
@@ -526,6 +530,11 @@ def cmd_bench(args) -> int:
         if len(names) == 1
         else {"benchmark": "all", "quick": args.quick, "machine": machine_info(), "benchmarks": results}
     )
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    elif args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
     plots = []
     if args.plots:
         from .bench.plots import write_plots
@@ -546,11 +555,6 @@ def cmd_bench(args) -> int:
             target.write_text(text)
         else:
             update_readme(target, text)
-    if args.json == "-":
-        print(json.dumps(result, indent=2))
-    elif args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
     return 0
 
 

@@ -15,6 +15,7 @@ after a warm-up, with the spread):
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -162,11 +163,12 @@ def bench_zmq(n: int, repeats: int) -> dict:
     }
 
 
-def bench_e2e(path: str, speeds, seconds: float, progress: bool = False) -> dict:
+def bench_e2e(path: str, speeds, seconds: float, progress: bool = False, **open_options) -> dict:
+    """``open_options``: ``format`` / ``sensor_size`` for the recording (see FileSource)."""
     rows = []
     best = None
     for speed in speeds:
-        src = FileSource(path, speed=speed, loop=True)
+        src = FileSource(path, speed=speed, loop=True, **open_options)
         cfg = RunConfig(
             window=TimeWindowSpec(10_000), ring_capacity=1 << 20, policy="drop-oldest", max_seconds=seconds
         )
@@ -184,7 +186,11 @@ def bench_e2e(path: str, speeds, seconds: float, progress: bool = False) -> dict
             }
         )
         if progress:
-            print(f"  e2e speed {speed:g}: {rate:.2f} M ev/s, dropped {d['events_dropped']:,}", flush=True)
+            print(
+                f"  e2e speed {speed:g}: {rate:.2f} M ev/s, dropped {d['events_dropped']:,}",
+                file=sys.stderr,
+                flush=True,
+            )
         if d["events_dropped"] == 0:
             best = rows[-1]
         else:
@@ -192,11 +198,16 @@ def bench_e2e(path: str, speeds, seconds: float, progress: bool = False) -> dict
     return {"rows": rows, "highest_without_drops": best}
 
 
+SYNTHETIC_RATE = 2e6  # events per second of recording time in the synthetic recordings
+
+
 def _synthetic_recording(width: int = 1280, height: int = 720, n: int = 2_000_000) -> str:
     """``n`` random events at 2 M events/s of recording time on a ``width`` x ``height`` sensor,
     written once to the cache (EVT3, the format of the 1280x720 Prophesee sensors)."""
     name = f"e2e_{width}x{height}_{n}.raw"
-    return str(cached_recording(name, lambda: _events(n, 2e6, width, height), width, height, "evt3"))
+    return str(
+        cached_recording(name, lambda: _events(n, SYNTHETIC_RATE, width, height), width, height, "evt3")
+    )
 
 
 RESOLUTIONS = ((320, 240), (640, 480), (1280, 720))
@@ -220,7 +231,7 @@ def bench_resolution(seconds: float, speed: float, progress: bool = False) -> li
             }
         )
         if progress:
-            print(f"  e2e {width}x{height}: p50 {d['latency_ms_p50']:.2f} ms", flush=True)
+            print(f"  e2e {width}x{height}: p50 {d['latency_ms_p50']:.2f} ms", file=sys.stderr, flush=True)
     return rows
 
 
@@ -248,7 +259,14 @@ def run_zmq(quick: bool = False, progress: bool = False, **_) -> dict:
     }
 
 
-def run_e2e(quick: bool = False, progress: bool = False, source: str | None = None, **_) -> dict:
+def run_e2e(
+    quick: bool = False,
+    progress: bool = False,
+    source: str | None = None,
+    format: str | None = None,
+    sensor_size=None,
+    **_,
+) -> dict:
     path = source or _synthetic_recording()
     speeds = [1, 2, 5] if quick else [1, 2, 4, 6, 8, 10, 15, 20, 30]
     seconds = 2.0 if quick else 4.0
@@ -259,7 +277,7 @@ def run_e2e(quick: bool = False, progress: bool = False, source: str | None = No
         "input": path if source else "synthetic 1280x720 recording, 2 M events per second of recording time",
         "window": "10 ms time windows, event histogram, drop-oldest ring of 2^20 events",
         "seconds_per_rate": seconds,
-        **bench_e2e(path, speeds, seconds, progress),
+        **bench_e2e(path, speeds, seconds, progress, format=format, sensor_size=sensor_size),
         "resolution": {
             "input": "random events at 2 M events/s of recording time (replayed at speed 2: 4 M ev/s)",
             "rows": bench_resolution(seconds / 2, 2.0, progress),
