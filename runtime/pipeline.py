@@ -110,6 +110,7 @@ class Summary:
     events_processed: int = 0
     events_dropped: int = 0
     windows: int = 0
+    windows_skipped: int = 0  # empty time windows skipped in long gaps (see windows.MAX_EMPTY_WINDOWS)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     wall_s: float = 0.0
     source_stats: dict = field(default_factory=dict)
@@ -136,6 +137,7 @@ class Summary:
             "events_unprocessed": self.events_unprocessed,
             "cancelled": self.cancelled,
             "windows": self.windows,
+            "windows_skipped": self.windows_skipped,
             "latency_ms_p50": pct(50),
             "latency_ms_p90": pct(90),
             "latency_ms_p99": pct(99),
@@ -261,6 +263,7 @@ class Pipeline:
         summary.events_dropped = st.dropped
         summary.events_unprocessed = st.offered - st.dropped - summary.events_processed
         summary.wall_s = time.perf_counter() - start
+        summary.windows_skipped = getattr(windows, "skipped", 0)
         summary.source_stats = self.source.stats()
         summary.events_dropped += int(summary.source_stats.get("gap_events", 0))
         return summary

@@ -12,7 +12,10 @@ Two kinds, both fed arbitrary batches of events in stream order:
   instead of after a whole duration). Step ``k`` is
   emitted when an event at or past the window's end arrives, or at :meth:`flush` (end of stream).
   Events are assumed in timestamp order (as every reader yields them); one that arrives late
-  joins the window that is open when it arrives.
+  joins the window that is open when it arrives. A gap in time gives empty windows; after an
+  empty window, more than ``max_empty`` (:data:`MAX_EMPTY_WINDOWS`) further empty ones (a long pause, or a
+  timestamp that jumps ahead by days in a damaged stream) are skipped and counted in
+  ``skipped``, so one event far in the future cannot stall the stream.
 
 At step ``k``, ``enter`` holds the window's events that were not in window ``k-1`` and
 ``leave`` the events of window ``k-1`` that are not in window ``k`` (step 0: everything enters).
@@ -29,6 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels.events import concat_events, empty_events
+
+#: Empty time windows emitted in a row before the rest of a gap is skipped (see the module docstring).
+MAX_EMPTY_WINDOWS = 1000
 
 
 @dataclass(frozen=True)
@@ -168,14 +174,16 @@ class CountWindows:
 class TimeWindows:
     """Time-based sliding windows (see the module docstring)."""
 
-    def __init__(self, spec: TimeWindowSpec):
+    def __init__(self, spec: TimeWindowSpec, max_empty: int = MAX_EMPTY_WINDOWS):
         self.duration = spec.duration_us
+        self.max_empty = max_empty
         self.stride = spec.stride_us or spec.duration_us
         self._t0 = spec.t0_us
         self._trailing = spec.trailing
         self._buf = _Buffer()
         self._k = 0
         self._prev: tuple[int, int] | None = None  # stream index range of window k-1
+        self.skipped = 0  # empty windows skipped in long gaps
 
     def reset(self) -> None:
         self._buf = _Buffer()
@@ -202,6 +210,14 @@ class TimeWindows:
             t = self._buf.times()
             start, end = self._bounds(self._k)
             first = self._buf.start
+            if len(t) and (self._prev is None or self._prev[0] == self._prev[1]):
+                # Nothing to leave, and the buffer starts at the next event in arrival order: the
+                # windows it closes are identical empty steps; a long run of them is skipped.
+                reach = (int(t[0]) - self._t0 - self.duration) // self.stride + 1
+                if reach - self._k > self.max_empty:
+                    self.skipped += reach - self._k
+                    self._k = reach
+                    continue
             # An event at or past the end closes the window; arrival order decides membership.
             closing = np.flatnonzero(t >= end)
             if not len(closing) and not (final and len(t) and int(t.max()) >= start):

@@ -22,12 +22,17 @@ Every message is two frames, ``[header, payload]``:
 * ``payload``: ``count * itemsize`` bytes of records.
 
 :func:`decode` validates everything it is given and raises :class:`WireError` (the caller counts
-and skips the message); it never allocates more than the payload's size.
+and skips the message). Events whose values do not fit the sensor or the event type (x, y outside
+the sensor, p not 0 or 1, t beyond a signed 64-bit integer) are removed and counted in
+``dropped_out_of_bounds``, never wrapped around. It allocates nothing before the payload's size
+matches the header, and then at most 16 bytes per event plus a mask (the ZeroMQ socket's
+``MAXMSGSIZE`` and :data:`MAX_EVENTS` bound both).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -40,6 +45,7 @@ VERSION = 1
 #: Largest event count accepted in one message.
 MAX_EVENTS = 1 << 24
 _FIELDS = ("x", "y", "t", "p")
+_TYPE_CODE = re.compile(r"[<>|=]?[iu][1248]")
 _EVENT_FIELDS = [[name, EVENT_DTYPE.fields[name][0].str, EVENT_DTYPE.fields[name][1]] for name in _FIELDS]
 
 
@@ -114,12 +120,9 @@ def _layout(header: dict) -> np.dtype:
     for f in fields:
         if not (isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and isinstance(f[1], str)):
             raise WireError(f"bad field description {f!r}")
-        try:
-            dt = np.dtype(f[1])
-        except TypeError:
-            raise WireError(f"unknown type {f[1]!r} for field {f[0]!r}") from None
-        if dt.kind not in "iub" or dt.itemsize not in (1, 2, 4, 8):
-            raise WireError(f"field {f[0]!r} must be an integer type, got {f[1]!r}")
+        if not _TYPE_CODE.fullmatch(f[1]):  # checked before numpy parses it (numpy evaluates some strings)
+            raise WireError(f"field {f[0]!r} must be an integer type such as '<u2', got {f[1]!r}")
+        dt = np.dtype(f[1])
         off = f[2]
         if not isinstance(off, int) or isinstance(off, bool) or off < 0 or off + dt.itemsize > itemsize:
             raise WireError(f"field {f[0]!r} at offset {off!r} does not fit in {itemsize}-byte records")
@@ -128,6 +131,12 @@ def _layout(header: dict) -> np.dtype:
         offsets.append(off)
     if sorted(names) != sorted(_FIELDS):
         raise WireError(f"fields must be x, y, t, p, got {names}")
+    spans = sorted(
+        (off, off + dt.itemsize, name) for name, dt, off in zip(names, formats, offsets, strict=True)
+    )
+    for (_, end, a), (start, _, b) in zip(spans[:-1], spans[1:], strict=True):
+        if start < end:
+            raise WireError(f"fields {a!r} and {b!r} overlap")
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
 
 
@@ -165,14 +174,25 @@ def decode(frames: list) -> Message:
     raw = np.frombuffer(payload, dtype=layout, count=count)
     if layout == EVENT_DTYPE:
         events = raw
+        bad = (raw["x"] >= width) | (raw["y"] >= height) | (raw["p"] > 1)
     else:
+        # Range checks on the values as sent, before any conversion could wrap them around.
+        bad = _outside(raw["x"], width) | _outside(raw["y"], height) | _outside(raw["p"], 2)
+        t = raw["t"]
+        if t.dtype.kind == "u" and t.dtype.itemsize == 8:
+            bad |= t > np.iinfo(np.int64).max
         events = np.empty(count, EVENT_DTYPE)
         for name in _FIELDS:
             events[name] = raw[name]
-    bad = (events["x"] >= width) | (events["y"] >= height) | (events["p"] > 1)
-    if layout != EVENT_DTYPE:
-        bad |= (raw["x"] < 0) | (raw["y"] < 0) | (raw["x"] > 65535) | (raw["y"] > 65535)
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         events = events[~bad]
     return Message("events", stream, seq, first, width, height, events, n_bad)
+
+
+def _outside(values: np.ndarray, limit: int) -> np.ndarray:
+    """Values not in ``[0, limit)`` (compared in the values' own type: nothing wraps around)."""
+    out = values >= limit
+    if values.dtype.kind == "i":
+        out |= values < 0
+    return out

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evstream.kernels.events import make_events
+from evstream.kernels.events import concat_events, make_events
 from evstream.runtime.windows import CountWindows, CountWindowSpec, TimeWindows, TimeWindowSpec
 
 
@@ -108,6 +108,48 @@ def test_time_windows_report_empty_windows():
     steps = _run(TimeWindows(TimeWindowSpec(100)), [ev])
     assert [len(s.window) for s in steps] == [1, 0, 0, 1]
     assert [s.last_index for s in steps] == [0, -1, -1, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gaps=st.lists(st.integers(0, 300), min_size=1, max_size=3),
+    duration=st.integers(1, 30),
+    stride=st.integers(1, 40),
+    seed=st.integers(0, 10**6),
+)
+def test_long_gaps_skip_only_repeated_empty_windows(gaps, duration, stride, seed):
+    """With a cap of 5 empty windows in a row, a stream with long pauses gives the same non-empty
+    steps as without the cap; the missing steps are empty ones after an empty one, counted."""
+    rng = np.random.default_rng(seed)
+    parts = [_stream(rng, 50, 3)]
+    for gap in gaps:
+        nxt = _stream(rng, 50, 3)
+        nxt["t"] += int(parts[-1]["t"][-1]) + gap * stride - 999
+        parts.append(nxt)
+    ev = concat_events(parts)
+    batches = _batches(ev, rng, 6)
+    everything = _run(TimeWindows(TimeWindowSpec(duration, stride), max_empty=10**9), batches)
+    capped_windows = TimeWindows(TimeWindowSpec(duration, stride), max_empty=5)
+    capped = _run(capped_windows, batches)
+    by_index = {s.index: s for s in everything}
+    assert len(everything) == len(capped) + capped_windows.skipped
+    for s in capped:
+        ref = by_index[s.index]
+        assert np.array_equal(s.window, ref.window) and np.array_equal(s.enter, ref.enter)
+        assert np.array_equal(s.leave, ref.leave)
+    kept = {s.index for s in capped}
+    for k in set(by_index) - kept:
+        assert len(by_index[k].window) == 0 and len(by_index[k - 1].window) == 0
+    assert {s.index for s in everything if len(s.window)} <= kept
+    _check_incremental(capped)
+
+
+def test_a_timestamp_days_ahead_does_not_stall_the_windows():
+    ev = make_events([1, 2, 3], [1, 2, 3], [0, 5, 10**12], [0, 1, 0])  # 11.6 days later
+    windows = TimeWindows(TimeWindowSpec(10_000))
+    steps = _run(windows, [ev])
+    assert [(s.index, len(s.window)) for s in steps] == [(0, 2), (1, 0), (10**8, 1)]
+    assert windows.skipped == 10**8 - 2
 
 
 def test_bad_specs():
