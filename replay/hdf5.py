@@ -178,6 +178,7 @@ class Hdf5Reader(EventReader):
                 raise EventFileError(self.path, f"dataset {name} has unsupported dtype {ds.dtype}")
             lengths[name] = ds.shape[0]
             self._check_filters(h5py, ds)
+            self._check_stored(ds)
         if len(set(lengths.values())) != 1:
             raise EventFileError(self.path, f"event datasets have different lengths: {lengths}")
         self.n_events = next(iter(lengths.values()))
@@ -193,6 +194,24 @@ class Hdf5Reader(EventReader):
         if time_unit is None:
             time_unit = "s" if t_kind == "f" and self.layout == "plain" else "us"
         self.time_unit = time_unit
+
+    def _check_stored(self, ds) -> None:
+        """Refuses datasets declaring more events than they store: HDF5 reads the chunks that
+        were never written as zeros, so a damaged or hostile file declaring 10^12 events in a few
+        kilobytes would stream zeros for hours."""
+        n = ds.shape[0]
+        if not n:
+            return
+        if ds.chunks:
+            stored = ds.id.get_num_chunks() * ds.chunks[0]
+        else:
+            stored = n if ds.id.get_storage_size() >= n * ds.dtype.itemsize else 0
+        if stored < n:
+            raise EventFileError(
+                self.path,
+                f"dataset {ds.name} declares {n} events but stores at most {min(stored, n)} "
+                "(chunks never written: an incomplete or damaged file)",
+            )
 
     def _check_filters(self, h5py, ds) -> None:
         plist = ds.id.get_create_plist()

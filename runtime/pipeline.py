@@ -45,10 +45,22 @@ class RunConfig:
     max_seconds: float | None = None
 
 
+#: Largest sensor the dense per-pixel state is allocated for (8192 x 8192: 512 MiB of histogram;
+#: real event sensors have at most a few megapixels). A damaged or hostile file declaring
+#: 65535 x 65535 gets a clear error instead of a 32 GiB allocation.
+MAX_SENSOR_PIXELS = 1 << 26
+
+
 class Histogram:
     """Event histogram ``(2, H, W)`` (polarity, row, column), updated incrementally."""
 
     def __init__(self, width: int, height: int):
+        if width * height > MAX_SENSOR_PIXELS:
+            raise ValueError(
+                f"sensor size {width}x{height} is too large for the per-pixel state "
+                f"({2 * width * height * 4 / 2**30:.1f} GiB; at most {MAX_SENSOR_PIXELS} pixels): "
+                "if the recording's geometry is wrong, give the real one with --sensor WxH"
+            )
         self.width, self.height = width, height
         self.counts = np.zeros((2, height, width), np.int32)
 
