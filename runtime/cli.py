@@ -308,6 +308,9 @@ def cmd_run(args) -> int:
                 else ""
             )
         )
+        notes = _stream_notes(result)
+        if notes:
+            print("stream: " + ", ".join(notes), file=sys.stderr)
         if summary.cancelled:
             print(
                 f"stopped early (viewer closed): {result['events_unprocessed']:,} events received "
@@ -379,6 +382,22 @@ def _result_publisher(url: str):
 
     sink.close = lambda: sock.close(linger=500)
     return sink
+
+
+def _stream_notes(result: dict) -> list[str]:
+    """The irregularities of a run worth a line of their own (network damage, restarts, gaps)."""
+    stats = result.get("source_stats") or {}
+    labels = [
+        ("malformed", "malformed messages skipped"),
+        ("gap_events", "events lost in sequence gaps"),
+        ("out_of_bounds", "events outside the sensor dropped"),
+        ("restarts", "publisher restarts"),
+        ("unended_streams", "streams cut off without an end (their last events may be lost uncounted)"),
+    ]
+    notes = [f"{stats[key]:,} {text}" for key, text in labels if stats.get(key)]
+    if result.get("windows_skipped"):
+        notes.append(f"{result['windows_skipped']:,} empty windows skipped in long gaps")
+    return notes
 
 
 def cmd_publish(args) -> int:

@@ -14,8 +14,11 @@ class ZmqSource(Source):
     """Receives events in the wire format from a ZeroMQ PUB (with SUB) or PUSH (with PULL).
 
     Malformed messages are counted and skipped with a warning; sequence gaps and events outside
-    the sensor are counted as dropped. A publisher that restarts (a new stream id) is picked up.
-    The stream ends at an end-of-stream message unless ``follow`` is set.
+    the sensor are counted as dropped. A publisher that restarts (a new stream id) is picked up;
+    if the previous stream had not ended with an end-of-stream message (the publisher was killed),
+    it is counted in ``unended_streams``: its last messages may be lost without a count, since
+    only the publisher knew how many it sent. The stream ends at an end-of-stream message unless
+    ``follow`` is set.
     """
 
     live = True
@@ -53,8 +56,16 @@ class ZmqSource(Source):
                 raise
         self._sock.connect(url)
         self.description = f"{url} (ZeroMQ {pattern.upper()}{', CURVE' if curve_keys is not None else ''})"
-        self.counters = {"messages": 0, "malformed": 0, "gap_events": 0, "out_of_bounds": 0, "restarts": 0}
+        self.counters = {
+            "messages": 0,
+            "malformed": 0,
+            "gap_events": 0,
+            "out_of_bounds": 0,
+            "restarts": 0,
+            "unended_streams": 0,
+        }
         self._stream = None
+        self._ended = False  # the current stream sent its end-of-stream message
         self._expect = 0
         # The sensor size arrives with the first message.
         try:
@@ -103,8 +114,12 @@ class ZmqSource(Source):
         if msg.stream != self._stream:
             if self._stream is not None:
                 self.counters["restarts"] += 1
-                log.warning("%s: publisher restarted (new stream %s)", self.url, msg.stream)
-            self._stream, self._expect = msg.stream, msg.first
+                self.counters["unended_streams"] += not self._ended
+                how = "" if self._ended else " without ending its previous stream: events may be lost"
+                log.warning("%s: publisher restarted (new stream %s)%s", self.url, msg.stream, how)
+            self._stream, self._expect, self._ended = msg.stream, msg.first, False
+        if msg.kind == "eos":
+            self._ended = True
         if msg.first > self._expect:
             self.counters["gap_events"] += msg.first - self._expect
         self._expect = max(

@@ -1,5 +1,6 @@
 """Faults (issue #9): a consumer slower than its producer loses exactly what the drop policy says
-and counts it; a recording that fails mid-replay ends the run with a clear error and a summary."""
+and counts it; a recording that fails mid-replay ends the run with a clear error and a summary; a
+ZeroMQ publisher process killed mid-stream and started again is picked up."""
 
 from __future__ import annotations
 
@@ -82,3 +83,80 @@ def test_recording_failing_mid_replay_ends_with_error_and_summary(tmp_path, rng,
     s = json.loads(summary.read_text())
     assert s["error"].startswith("OSError") and 0 < s["events_processed"] < 200_000
     assert s["events_in"] == s["events_processed"] + s["events_dropped"] + s["events_unprocessed"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_publisher_killed_and_restarted_mid_stream_is_picked_up(tmp_path, rng):
+    """`evstream publish` in its own process is killed (SIGKILL) mid-recording and started again:
+    the subscribed pipeline keeps running, picks up the new stream and ends with its end-of-stream;
+    the summary counts the restart and the stream that never ended."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from evstream.runtime.zmq_source import ZmqSource
+
+    slow, fast = tmp_path / "slow.npz", tmp_path / "fast.npz"
+    a = random_events(rng, 30_000, 64, 48)
+    a["t"] = np.arange(len(a)) * 2000  # 60 s of recording at real time: killed long before its end
+    b = random_events(rng, 50_000, 64, 48, t0=10**8)
+    write_events(slow, a, 64, 48)
+    write_events(fast, b, 64, 48)
+    url = f"tcp://127.0.0.1:{_free_port()}"
+
+    def publisher(path, *extra):
+        cmd = [sys.executable, "-m", "evstream.runtime.cli", "publish", str(path), "--to", url, "-q", *extra]
+        with open(tmp_path / f"{path.stem}.err", "w") as err:
+            return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+
+    first = publisher(slow)
+    got_events = threading.Event()
+    windows = []
+
+    def on_window(result):
+        windows.append(result)
+        if result["entered"]:
+            got_events.set()
+
+    source = ZmqSource(url, first_message_timeout_s=60)
+    pipeline = Pipeline(source, RunConfig(window=TimeWindowSpec(10_000)), on_window=on_window)
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(summary=pipeline.run()))
+    runner.start()
+    second = None
+    try:
+        assert got_events.wait(60), "no events from the first publisher"
+        time.sleep(0.5)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert first.returncode == -signal.SIGKILL
+        second = publisher(fast, "--speed", "max")
+        runner.join(120)
+        assert not runner.is_alive(), "the pipeline did not end with the second publisher's stream"
+        assert second.wait(30) == 0, (tmp_path / "fast.err").read_text()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        if runner.is_alive():
+            pipeline.cancel()
+            runner.join(10)
+    s = result["summary"]
+    stats = s.source_stats
+    assert stats["restarts"] == 1 and stats["unended_streams"] == 1 and stats["malformed"] == 0
+    from_first = s.events_processed - len(b)
+    assert 0 < from_first < len(a)  # part of the killed stream, then all of the new one
+    assert s.error is None and s.events_in == s.events_processed and s.events_dropped == 0
+    assert sum(w["entered"] for w in windows) == s.events_processed
+    from evstream.runtime.cli import _stream_notes
+
+    notes = _stream_notes(s.to_dict())  # the lines `evstream run` prints after its summary
+    assert "1 publisher restarts" in notes and any("cut off without an end" in n for n in notes)
