@@ -54,7 +54,11 @@ class ZmqSource(Source):
             except BaseException:
                 self._sock.close(linger=0)
                 raise
-        self._sock.connect(url)
+        try:
+            self._sock.connect(url)
+        except zmq.ZMQError as exc:
+            self._sock.close(linger=0)
+            raise ValueError(f"cannot connect to {url}: {exc}") from None
         self.description = f"{url} (ZeroMQ {pattern.upper()}{', CURVE' if curve_keys is not None else ''})"
         self.counters = {
             "messages": 0,
