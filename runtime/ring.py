@@ -3,7 +3,10 @@
 Policies when full: ``"block"`` (the producer waits; file replay), ``"drop-oldest"`` and
 ``"drop-newest"`` (live sources: the oldest unread or the newest events are discarded). Every
 event is accounted for: ``offered == popped + dropped + len(ring)`` whenever neither side is
-mid-call. ``push`` and ``pop`` release the GIL.
+mid-call, for every policy. ``offered`` counts the events a push answered for: with the drop
+policies all it was given (stored, or counted as dropped); with ``block`` only those it stored,
+since a push that times out leaves the rest with the caller, who may push them again without
+their being counted twice. ``push`` and ``pop`` release the GIL.
 
 A ring can live in a named shared-memory segment, so that a producer in another process
 (another Python process, or any program that maps the segment and follows
@@ -29,7 +32,8 @@ POLICIES = ("block", "drop-oldest", "drop-newest")
 
 @dataclass(frozen=True)
 class RingStats:
-    """Counters of a ring, in events."""
+    """Counters of a ring, in events (``offered == popped + dropped + size`` when neither side is
+    mid-call; ``offered``: see the module docstring)."""
 
     capacity: int
     size: int
@@ -99,10 +103,11 @@ class EventRing:
     def push(self, events: np.ndarray, timeout: float | None = None) -> int:
         """Stores events; returns how many of them were stored.
 
-        ``block`` waits for room up to ``timeout`` seconds (None: until all are stored);
-        ``drop-newest`` stores what fits; ``drop-oldest`` stores all but those pushed out by later
-        events of the same call (more than ``capacity``). The drop policies never wait and count
-        what they discard in ``stats().dropped``.
+        ``block`` waits for room up to ``timeout`` seconds (None: until all are stored) and
+        counts only the stored events as offered: the caller keeps the rest (and may push it
+        again). ``drop-newest`` stores what fits; ``drop-oldest`` stores all but those pushed out
+        by later events of the same call (more than ``capacity``). The drop policies never wait,
+        count every event given as offered and what they discard in ``stats().dropped``.
         """
         if not len(events):
             return 0

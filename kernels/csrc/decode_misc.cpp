@@ -49,6 +49,7 @@ void AtisBinDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
 //         reset, other (b & 0xFC) == 0xFC bytes add 63 * (b & 3) us.
 // Then x and y as uint16 little-endian, for both.
 void EsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
+    const int old_state = state_;  // bytes of an incomplete event from the last chunk
     // Every event needs at least 5 bytes.
     Event* w = out.reserve_more(n / 5 + 1);
     Event* const start = w;
@@ -104,7 +105,10 @@ void EsDecoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
                 break;
         }
     }
-    c_.bytes += n;
+    // Consumed: what was fed, plus the last chunk's incomplete event if completed here, minus the
+    // bytes of an event still incomplete (held in state_, reported by pending_bytes()). So
+    // bytes + pending_bytes() == bytes fed, as for the word decoders.
+    c_.bytes += n + size_t(old_state) - size_t(state_);
     carry_n_ = size_t(state_);  // bytes of an event still incomplete
     const size_t k = size_t(w - start);
     out.commit(k);

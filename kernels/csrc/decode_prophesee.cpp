@@ -59,7 +59,7 @@ void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     worker.join();
     if (k1 != first_cd) std::memmove(w + k1, w + first_cd, k2 * sizeof(Event));
     const int64_t delta = loop_ - seed_loop;
-    join_seam(w + k1, k2, delta, k1 > 0, last_first);
+    join_seam(w + k1, k2, delta, last_first);
     second.time_base_ += delta;
     second.loop_ += delta;
     second.last_t_ += delta;
@@ -148,10 +148,6 @@ void Evt21Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
             }
             const int64_t t = time_base_ + ((hi >> 22) & 0x3F);
             const uint32_t x0 = (hi >> 11) & 0x7FF, y = hi & 0x7FF;
-            if (lo) {
-                c_.t_backwards += t < last_t_;
-                last_t_ = t;
-            }
             Event* w = out.reserve_more(32);
             Event* const start = w;
             for (uint32_t mask = lo; mask; mask &= mask - 1) {
@@ -167,6 +163,10 @@ void Evt21Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
                 ++w;
             }
             const size_t k = size_t(w - start);
+            if (k) {  // a word whose pixels are all outside the sensor emits nothing: no time step
+                c_.t_backwards += t < last_t_;
+                last_t_ = t;
+            }
             out.commit(k);
             emitted += k;
         } else if (type == 0x8) {
@@ -252,15 +252,13 @@ void Evt3Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     if (!found_base) second.base_x_ = base_x_ + advance;
     EventBuffer tail;
     std::thread worker([&] { second.run_serial(data + 2 * split, words - split, tail); });
-    const size_t before = out.size();
     run_serial(data, split, out);
     const int64_t last_first = last_t_;
-    const bool first_emitted = out.size() > before;
     worker.join();
     const size_t k2 = tail.size();
     Event* w = tail.data();
     const int64_t delta = loop_ - seed_loop;
-    join_seam(w, k2, delta, first_emitted, last_first);
+    join_seam(w, k2, delta, last_first);
     second.time_high_ += delta;
     second.t_ += delta;
     second.loop_ += delta;
@@ -329,8 +327,7 @@ void Evt3Decoder::run_serial(const uint8_t* data, size_t words, EventBuffer& out
                         if (th < 0) {
                             before += uint64_t(__builtin_popcount(mask));
                         } else {
-                            backwards += t < last_t;
-                            last_t = t;
+                            Event* const first = w;
                             for (uint32_t m = mask; m; m &= m - 1) {
                                 const uint32_t x = bx + uint32_t(__builtin_ctz(m));
                                 if (x >= wmax || y >= hmax) {
@@ -342,6 +339,13 @@ void Evt3Decoder::run_serial(const uint8_t* data, size_t words, EventBuffer& out
                                 w->p = bp;
                                 w->t = t;
                                 ++w;
+                            }
+                            // A time step counts only between emitted events: a vector whose
+                            // pixels all fall outside the sensor emits nothing and steps nothing
+                            // (else the count would depend on where a two-thread block is split).
+                            if (w != first) {
+                                backwards += t < last_t;
+                                last_t = t;
                             }
                         }
                     }
@@ -422,7 +426,7 @@ void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     worker.join();
     if (k1 != mid) std::memmove(w + k1, w + mid, k2 * sizeof(Event));
     const int64_t delta = loop_ - seed_loop;
-    join_seam(w + k1, k2, delta, k1 > 0, last_first);
+    join_seam(w + k1, k2, delta, last_first);
     second.loop_ += delta;
     second.last_t_ += delta;
     loop_ = second.loop_;

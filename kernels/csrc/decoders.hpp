@@ -19,9 +19,9 @@ struct DecodeCounters {
     uint64_t other_words = 0;     // valid non-CD words (triggers, OTHERS, CONTINUED, APS, ...)
     uint64_t unknown_words = 0;   // words of a reserved/undefined type, skipped
     uint64_t before_time = 0;     // CD events before the first time reference, dropped
-    uint64_t t_backwards = 0;     // events kept although t < the previous event's t
+    uint64_t t_backwards = 0;     // events kept although t < the previous kept event's t
     uint64_t time_loops = 0;      // timestamp counter roll-overs unwrapped
-    uint64_t bytes = 0;           // bytes consumed (whole words only)
+    uint64_t bytes = 0;           // bytes consumed (whole words or events only): bytes fed - pending_bytes()
 
     void merge(const DecodeCounters& o) {
         events += o.events;
@@ -48,10 +48,14 @@ public:
 protected:
     // After a two-thread decode: shifts the second half's k2 events by `delta` (a counter wrap
     // the first half found) and counts a backwards step at the seam between the halves.
-    void join_seam(Event* second, size_t k2, int64_t delta, bool first_emitted, int64_t last_first) {
+    // `last_first`: the decoder's last emitted t after the first half (INT64_MIN if it never
+    // emitted), which may come from an earlier chunk when the first half emitted nothing. The
+    // second half's decoder started without a previous event, so its first event's step back,
+    // if any, is counted here.
+    void join_seam(Event* second, size_t k2, int64_t delta, int64_t last_first) {
         if (delta)
             for (size_t i = 0; i < k2; ++i) second[i].t += delta;
-        if (first_emitted && k2 && second[0].t < last_first) ++c_.t_backwards;
+        if (last_first != INT64_MIN && k2 && second[0].t < last_first) ++c_.t_backwards;
     }
 
     bool in_bounds(uint32_t x, uint32_t y) const {

@@ -8,8 +8,12 @@
 //   drop_oldest  the oldest unread events are discarded (and counted) to make room.
 // For drop_oldest the producer advances the read index itself, *before* overwriting; the
 // consumer copies first and then commits with a compare-and-swap, retrying if the producer
-// moved the read index meanwhile, so it never returns overwritten events.
-// Invariant, exact at every quiescent point: offered == popped + dropped + size().
+// moved the read index meanwhile, so it never returns overwritten events. The slots of a
+// drop_oldest ring are copied as 8-byte relaxed atomics on both sides, since the producer may
+// overwrite what the consumer is copying (and then discards); see ring.cpp. A program on the
+// other side of a shared-memory drop_oldest ring must copy its slots the same way.
+// Invariant, exact at every quiescent point, for every policy:
+//   offered == popped + dropped + size().
 #pragma once
 
 #include <atomic>
@@ -30,7 +34,10 @@ struct alignas(64) RingHeader {
     std::atomic<uint32_t> closed;  // set by the producer at end of stream
     alignas(64) std::atomic<uint64_t> head;     // events written (producer)
     alignas(64) std::atomic<uint64_t> tail;     // events consumed or discarded from the front
-    alignas(64) std::atomic<uint64_t> offered;  // events handed to push()
+    // Events push() answered for: with drop_newest and drop_oldest every event handed to it
+    // (stored, or counted in `dropped`); with block only the events it stored: a push that times
+    // out or is cancelled leaves the rest with the caller, who may offer them again.
+    alignas(64) std::atomic<uint64_t> offered;
     std::atomic<uint64_t> dropped;              // events discarded by the policy
     std::atomic<uint64_t> popped;               // events returned by pop()
 };
@@ -51,7 +58,8 @@ public:
     static Ring attach(void* memory, size_t bytes);
 
     // Pushes up to n events; returns how many were stored. With `block`, waits for room until
-    // `timeout_s` (< 0: forever) or until `cancel` becomes true; the others never wait.
+    // `timeout_s` (< 0: forever) or until `cancel` becomes true, and counts as offered only what
+    // it stored; the others never wait and count all n as offered.
     size_t push(const Event* ev, size_t n, double timeout_s, const std::atomic<bool>* cancel = nullptr);
     // Pops up to `max` events into `out`; waits up to `timeout_s` for at least one event
     // (0: no wait). Returns how many were popped (0 on timeout, or when closed and empty).

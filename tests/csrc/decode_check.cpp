@@ -8,11 +8,14 @@
 // each split at random (1-byte chunks, mid-word splits, empty chunks) and also as one block of
 // more than 1 MiB, so that the two-thread path of EVT 2.0, EVT 3.0 and DAT runs (the driver
 // checks that it did). After every chunk: events inside the sensor (when its size is given),
-// p in {0, 1}, t >= 0, counters.events == events emitted, bytes accounted for; at the end every
-// split must give the same events and counters. The ring is checked against a model for each
-// policy (wraparound, drops, stream indices) and from two threads; the histogram against a
-// plain loop. Deterministic seeds. Prints "ok: ..." and exits 0, or prints every failed check
-// and exits 1; a sanitizer report aborts the process.
+// p in {0, 1}, t >= 0, counters.events == events emitted, counters.bytes + pending_bytes == bytes
+// fed; at the end every split must give the same events and counters, and counters.t_backwards
+// must be the number of steps back of the emitted events (also across a two-thread seam after a
+// first half that emits nothing). The ring is checked against a model for each policy
+// (wraparound, drops, stream indices, offered == popped + dropped + size) and from two threads
+// (drop_oldest too under ThreadSanitizer; blocking pushes retried after timeouts); the histogram
+// against a plain loop. Deterministic seeds. Prints "ok: ..." and exits 0, or prints every failed
+// check and exits 1; a sanitizer report aborts the process.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -33,14 +36,6 @@
 #include "encoders.hpp"
 #include "histogram.hpp"
 #include "ring.hpp"
-
-#if defined(__SANITIZE_THREAD__)
-#define EVS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define EVS_TSAN 1
-#endif
-#endif
 
 using namespace evs;
 
@@ -120,11 +115,7 @@ struct Format {
     std::string name;
     uint32_t width, height;
     size_t word;                 // bytes per word or record (1: a byte stream)
-    bool es;                     // Event Stream: counters.bytes counts the incomplete event too
-    // t_backwards == descents of the emitted events, and the same for every split, even with events
-    // out of bounds: EVT 2.1 and 3.0 count a vector word's time step before its bounds check, so a
-    // word whose pixels are all outside counts too, and EVT 3.0's two-thread seam then differs.
-    bool t_backwards_exact;
+    bool es;                     // Event Stream: a byte stream; pending_bytes is an incomplete event (<= 4)
     // Streams of more than 1 MiB: 0 none, 1 random bytes, 2 also valid, damaged, all 0x00, all 0xFF.
     int large = 1;
     int threaded = -1;  // decoders with a two-thread path: index in Totals::parallel_blocks
@@ -165,7 +156,7 @@ Decoded feed(D dec, const Format& f, const Bytes& data, const std::vector<size_t
         if (c.events != emitted)
             fail("after %zu bytes: counters.events %llu, %zu emitted", off, ull(c.events), emitted);
         const size_t pend = dec.pending_bytes();
-        if (f.es ? (c.bytes != off || pend > 4) : (c.bytes + pend != off || pend >= f.word || c.bytes % f.word))
+        if (c.bytes + pend != off || pend > (f.es ? 4 : f.word - 1) || c.bytes % f.word)
             fail("after %zu bytes fed: counters.bytes %llu, pending_bytes %zu", off, ull(c.bytes), pend);
     }
     if (!fresh) r.events.assign(acc.data(), acc.data() + acc.size());
@@ -182,9 +173,8 @@ auto runner(Args... args) {
     };
 }
 
-// Checks `got` against `want` (the reference split, or what a valid stream holds); `t_backwards`:
-// that counter too (see Format::t_backwards_exact).
-void compare(const Decoded& want, const Decoded& got, const char* what, bool t_backwards = true) {
+// Checks `got` against `want` (the reference split, or what a valid stream holds).
+void compare(const Decoded& want, const Decoded& got, const char* what) {
     if (want.events.size() != got.events.size()) {
         fail("%s: %zu events, want %zu", what, got.events.size(), want.events.size());
     } else {
@@ -203,7 +193,7 @@ void compare(const Decoded& want, const Decoded& got, const char* what, bool t_b
     EVS_SAME_COUNTER(other_words)
     EVS_SAME_COUNTER(unknown_words)
     EVS_SAME_COUNTER(before_time)
-    if (t_backwards) EVS_SAME_COUNTER(t_backwards)
+    EVS_SAME_COUNTER(t_backwards)
     EVS_SAME_COUNTER(time_loops)
     EVS_SAME_COUNTER(bytes)
 #undef EVS_SAME_COUNTER
@@ -298,24 +288,23 @@ size_t check_stream(const Format& f, const Bytes& data, const Valid* v, Rng& g, 
                     Totals& tot) {
     const size_t n = data.size();
     const Decoded ref = f.run(f, data, random_split(g, n, f.word), false, 0);
-    const bool exact = f.t_backwards_exact || ref.c.out_of_bounds == 0;
     size_t parallel = 0;
     const Decoded whole = f.run(f, data, {n}, true, chance(g, 50) ? n / f.word + 1 : 0);
-    compare(ref, whole, "one block", exact);
+    compare(ref, whole, "one block");
     parallel += f.parallel(data.data(), n - n % f.word);
     if (n <= 65536) {
-        compare(ref, f.run(f, data, tiny_split(g, n, f.word), chance(g, 50), 0), "tiny chunks", exact);
+        compare(ref, f.run(f, data, tiny_split(g, n, f.word), chance(g, 50), 0), "tiny chunks");
     } else {  // a prefix sets the decoder's state (time base, row, partial word), then one block
         const size_t p = 1 + below(g, 65536);
-        compare(ref, f.run(f, data, {p, n - p}, chance(g, 50), 0), "prefix, then one block", exact);
+        compare(ref, f.run(f, data, {p, n - p}, chance(g, 50), 0), "prefix, then one block");
         const size_t start = (p + f.word - 1) / f.word * f.word;
         parallel += f.parallel(data.data() + start, (n - start) - (n - start) % f.word);
     }
-    if (exact) {
-        const uint64_t d = descents(ref.events);
-        if (ref.c.t_backwards != d)
-            fail("counters.t_backwards %llu, the events step back %llu times", ull(ref.c.t_backwards), ull(d));
-    }
+    // t_backwards counts the descents of the emitted events, whatever the split and whatever was
+    // dropped in between (out of bounds, before the time reference).
+    const uint64_t d = descents(ref.events);
+    if (ref.c.t_backwards != d)
+        fail("counters.t_backwards %llu, the events step back %llu times", ull(ref.c.t_backwards), ull(d));
     if (v) {
         compare(Decoded{v->events, ref.c, 0}, ref, "against the encoded events");
         const DecodeCounters& c = ref.c;
@@ -571,14 +560,13 @@ Valid event_stream(Rng& g, const Format& f, size_t bytes, bool atis) {
 
 std::vector<Format> formats() {
     std::vector<Format> fs;
-    auto add = [&](const std::string& name, uint32_t w, uint32_t h, size_t word, bool es, bool exact) -> Format& {
+    auto add = [&](const std::string& name, uint32_t w, uint32_t h, size_t word, bool es) -> Format& {
         Format f;
         f.name = name + " " + std::to_string(w) + "x" + std::to_string(h);
         f.width = w;
         f.height = h;
         f.word = word;
         f.es = es;
-        f.t_backwards_exact = exact;
         f.parallel = never_parallel;
         fs.push_back(std::move(f));
         return fs.back();
@@ -587,7 +575,7 @@ std::vector<Format> formats() {
         return chance(g, 50) ? (int64_t(1) << 34) - int64_t(below(g, 1 << 22)) : int64_t(below(g, 1 << 20));
     };
     for (auto [w, h] : {std::pair<uint32_t, uint32_t>{1280, 720}, {0, 0}}) {
-        Format& e2 = add("EVT 2.0", w, h, 4, false, true);
+        Format& e2 = add("EVT 2.0", w, h, 4, false);
         e2.run = runner<Evt2Decoder>();
         e2.parallel = evt2_parallel;
         e2.threaded = 0;
@@ -595,7 +583,7 @@ std::vector<Format> formats() {
         e2.valid = [t34](Rng& g, const Format& f, size_t n) {
             return encoded<Evt2Encoder, uint32_t>(g, f, n, t34(g), int64_t(1) << 36, 34, {0xA, 0xE, 0xF});
         };
-        Format& e3 = add("EVT 3.0", w, h, 2, false, false);
+        Format& e3 = add("EVT 3.0", w, h, 2, false);
         e3.run = runner<Evt3Decoder>();
         e3.parallel = evt3_parallel;
         e3.threaded = 1;
@@ -606,7 +594,7 @@ std::vector<Format> formats() {
         };
     }
     for (auto [w, h] : {std::pair<uint32_t, uint32_t>{640, 480}, {0, 0}}) {
-        Format& e21 = add("EVT 2.1", w, h, 8, false, false);
+        Format& e21 = add("EVT 2.1", w, h, 8, false);
         e21.run = runner<Evt21Decoder>();
         e21.large = w ? 1 : 0;
         e21.valid = [t34](Rng& g, const Format& f, size_t n) { return evt21(g, f, n, t34(g)); };
@@ -614,7 +602,7 @@ std::vector<Format> formats() {
     for (auto [w, h, xb, yb] : {std::tuple<uint32_t, uint32_t, uint32_t, uint32_t>{640, 480, 14, 14},
                                 {0, 0, 14, 14},
                                 {304, 240, 9, 8}}) {
-        Format& d = add("DAT " + std::to_string(xb) + "/" + std::to_string(yb) + " bits", w, h, 8, false, true);
+        Format& d = add("DAT " + std::to_string(xb) + "/" + std::to_string(yb) + " bits", w, h, 8, false);
         d.run = runner<DatDecoder>(xb, yb);
         d.parallel = dat_parallel;
         d.threaded = 2;
@@ -622,17 +610,17 @@ std::vector<Format> formats() {
         d.valid = [xb = xb, yb = yb](Rng& g, const Format& f, size_t n) { return dat(g, f, n, xb, yb); };
     }
     for (auto [w, h] : {std::pair<uint32_t, uint32_t>{34, 34}, {0, 0}}) {
-        Format& bin = add("ATIS bin", w, h, 5, false, true);
+        Format& bin = add("ATIS bin", w, h, 5, false);
         bin.run = runner<AtisBinDecoder>();
         bin.large = w ? 1 : 0;
         bin.valid = atis_bin;
     }
     for (auto [w, h] : {std::pair<uint32_t, uint32_t>{346, 260}, {0, 0}}) {
-        Format& dvs = add("ES DVS", w, h, 1, true, true);
+        Format& dvs = add("ES DVS", w, h, 1, true);
         dvs.run = runner<EsDvsDecoder>();
         dvs.large = w ? 1 : 0;
         dvs.valid = [](Rng& g, const Format& f, size_t n) { return event_stream(g, f, n, false); };
-        Format& atis = add("ES ATIS", w, h, 1, true, true);
+        Format& atis = add("ES ATIS", w, h, 1, true);
         atis.run = runner<EsAtisDecoder>();
         atis.large = w ? 1 : 0;
         atis.valid = [](Rng& g, const Format& f, size_t n) { return event_stream(g, f, n, true); };
@@ -640,8 +628,63 @@ std::vector<Format> formats() {
     return fs;
 }
 
+// Two-thread seams after an empty first half: a first chunk emits one event, the first half of the
+// next block (over 1 MiB: two threads) emits nothing, and its second half starts earlier in time.
+// That step back must be counted as when the block comes in small chunks.
+void check_seams(const std::vector<Format>& fs) {
+    const size_t big = DecoderBase::kParallelBytes + 64;
+    for (const Format& f : fs) {
+        if (f.threaded < 0 || f.width == 0) continue;
+        where = f.name + ", seam after an empty first half";
+        Bytes c1, c2;
+        if (f.threaded == 0) {  // EVT 2.0: TIME_HIGH 960 us, an event; then OTHERS, TIME_HIGH 0, events at t 0
+            put32(c1, 0x80000000u | (1000 >> 6));
+            put32(c1, (1u << 28) | (5u << 11) | 5u);
+            put32(c2, 0x80000000u | (1000 >> 6));
+            while (c2.size() < big / 2 + 8) put32(c2, 0xE0000000u);
+            put32(c2, 0x80000000u);
+            while (c2.size() < big) put32(c2, (1u << 28) | (5u << 11) | 5u);
+        } else if (f.threaded == 1) {  // EVT 3.0: an event at 4096 us; then OTHERS, events at t 0
+            put16(c1, 0x8001);
+            put16(c1, 0x0005);
+            put16(c1, 0x2005);
+            put16(c2, 0x8001);
+            while (c2.size() < big / 2 + 4) put16(c2, 0xE000);
+            put16(c2, 0x8001);  // the split is at a TIME_HIGH that differs from the one before it
+            put16(c2, 0xE000);
+            put16(c2, 0x8000);
+            while (c2.size() < big) put16(c2, 0x2005);
+        } else {  // DAT: an event at 1000 us; then events outside the sensor, then events at 500 us
+            put32(c1, 1000);
+            put32(c1, 5);
+            while (c2.size() < big / 2) {
+                put32(c2, 1000);
+                put32(c2, f.width);
+            }
+            while (c2.size() < big) {
+                put32(c2, 500);
+                put32(c2, 5);
+            }
+        }
+        if (!f.parallel(c2.data(), c2.size())) fail("the large block does not take the two-thread path");
+        Bytes data = c1;
+        data.insert(data.end(), c2.begin(), c2.end());
+        std::vector<size_t> chunks{c1.size()};
+        for (size_t left = c2.size(); left;) {
+            chunks.push_back(std::min<size_t>(left, 65536));
+            left -= chunks.back();
+        }
+        const Decoded small = f.run(f, data, chunks, false, 0);
+        compare(small, f.run(f, data, {c1.size(), c2.size()}, false, 0), "first chunk, then one block");
+        if (small.c.t_backwards != 1 || descents(small.events) != 1)
+            fail("counters.t_backwards %llu, the events step back %llu times, want 1", ull(small.c.t_backwards),
+                 ull(descents(small.events)));
+    }
+}
+
 void check_decoders(Totals& tot) {
     const std::vector<Format> fs = formats();
+    check_seams(fs);
     std::vector<int32_t> hist;
     constexpr size_t kLarge = DecoderBase::kParallelBytes + 65536 + 4099;  // > 1 MiB after any prefix
     for (size_t fi = 0; fi < fs.size(); ++fi) {
@@ -712,14 +755,13 @@ void ring_model(RingPolicy policy, size_t cap, Rng& g) {
         uint64_t seq, index;
     };
     std::deque<Slot> q;
-    uint64_t seq = 0, head = 0, offered = 0, dropped = 0, popped = 0, refused = 0;
+    uint64_t seq = 0, head = 0, offered = 0, dropped = 0, popped = 0;
     std::vector<Event> in(2 * cap + 3), out(2 * cap + 3);
     for (int step = 0; step < 400; ++step) {
         if (chance(g, 50)) {
             const size_t k = below(g, 2 * cap + 3);
             for (size_t i = 0; i < k; ++i) in[i] = seq_event(seq + i);
             const size_t stored = ring.push(in.data(), k, 0.0);
-            offered += k;
             size_t want = 0;
             if (policy == RingPolicy::drop_oldest) {
                 const size_t skip = k > cap ? k - cap : 0;
@@ -732,10 +774,14 @@ void ring_model(RingPolicy policy, size_t cap, Rng& g) {
                     q.push_back({seq + i, head++});
                 }
                 want = k - skip;
+                offered += k;
             } else {
                 want = std::min(k, cap - q.size());
                 for (size_t i = 0; i < want; ++i) q.push_back({seq + i, head++});
-                (policy == RingPolicy::drop_newest ? dropped : refused) += k - want;
+                // drop_newest answers for all k (stored or dropped); block only for what it stored:
+                // the caller keeps the rest (and may offer it again).
+                if (policy == RingPolicy::drop_newest) dropped += k - want;
+                offered += policy == RingPolicy::drop_newest ? k : want;
             }
             if (stored != want) fail("push of %zu stored %zu, want %zu", k, stored, want);
             seq += k;
@@ -760,8 +806,8 @@ void ring_model(RingPolicy policy, size_t cap, Rng& g) {
                  ring.size(), ull(ring.offered()), ull(ring.dropped()),
                  ull(ring.popped()), ull(ring.stored()), q.size(), ull(offered),
                  ull(dropped), ull(popped), ull(head));
-        // Every event is accounted for; `block` also counts what a timed-out push did not store.
-        if (ring.offered() != ring.popped() + ring.dropped() + ring.size() + refused)
+        // Every event is accounted for, for every policy.
+        if (ring.offered() != ring.popped() + ring.dropped() + ring.size())
             fail("step %d: offered != popped + dropped + size", step);
     }
     ring.close();
@@ -774,8 +820,11 @@ void ring_model(RingPolicy policy, size_t cap, Rng& g) {
 
 // Producer and consumer threads; the consumer checks every event (no torn or repeated events,
 // order kept) and, after the join, each popped event's stream index against the producer's record.
-void ring_threads(RingPolicy policy, size_t cap, uint64_t n, unsigned seed) {
-    where = std::string("ring ") + policy_name(policy) + ", capacity " + std::to_string(cap) + ", two threads";
+// `retry` (block): pushes time out at once and the producer offers the rest again, as
+// runtime/pipeline.py does; `offered` must still count every event once.
+void ring_threads(RingPolicy policy, size_t cap, uint64_t n, unsigned seed, bool retry = false) {
+    where = std::string("ring ") + policy_name(policy) + ", capacity " + std::to_string(cap) + ", two threads" +
+            (retry ? ", pushes retried after a timeout" : "");
     RingMemory mem(cap);
     Ring ring = Ring::create(mem.p, mem.bytes, cap, policy);
     std::vector<int64_t> seq_at(n, -1);  // stream index -> seq, written by the producer
@@ -787,7 +836,8 @@ void ring_threads(RingPolicy policy, size_t cap, uint64_t n, unsigned seed) {
             const size_t k = size_t(std::min<uint64_t>(1 + below(g, 2 * cap), n - seq));
             for (size_t i = 0; i < k; ++i) batch[i] = seq_event(seq + i);
             const uint64_t h = ring.stored();
-            const size_t stored = ring.push(batch.data(), k, policy == RingPolicy::block ? -1.0 : 0.0);
+            size_t stored = ring.push(batch.data(), k, policy == RingPolicy::block && !retry ? -1.0 : 0.0);
+            while (retry && stored < k) stored += ring.push(batch.data() + stored, k - stored, 1e-5);
             const size_t skip = policy == RingPolicy::drop_oldest && k > cap ? k - cap : 0;
             if (policy == RingPolicy::block ? stored != k : stored > k - skip) ++producer_errors;
             for (size_t i = 0; i < stored; ++i) seq_at[h + i] = int64_t(seq + skip + i);
@@ -920,16 +970,11 @@ int main() {
     for (RingPolicy p : {RingPolicy::block, RingPolicy::drop_newest, RingPolicy::drop_oldest})
         for (size_t cap : {1, 3, 64, 1000}) ring_model(p, cap, g);
     for (RingPolicy p : {RingPolicy::block, RingPolicy::drop_newest, RingPolicy::drop_oldest}) {
-#ifdef EVS_TSAN
-        // drop_oldest's consumer copies slots the producer may be overwriting, then discards the copy
-        // when its compare-and-swap fails (ring.hpp). The slots are copied with plain memcpy, so
-        // ThreadSanitizer reports that overlap as a data race whenever the timing produces it: left
-        // out here until the slots are copied with relaxed atomics; the other builds run it.
-        if (p == RingPolicy::drop_oldest) continue;
-#endif
         ring_threads(p, 1, 20000, 11);
         ring_threads(p, 1000, 200000, 12);
     }
+    ring_threads(RingPolicy::block, 1, 20000, 13, true);
+    ring_threads(RingPolicy::block, 1000, 200000, 14, true);
     ring_edges();
     check_histogram(g);
     const double ring_s = seconds_since(t0);
