@@ -32,6 +32,15 @@ def rng():
     return np.random.default_rng(12345)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for ZeroMQ tests on loopback)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def random_events(rng, n: int, width: int, height: int, t0: int = 0, max_dt: int = 50) -> np.ndarray:
     """Seeded random events with non-decreasing timestamps (as sensors produce them)."""
     ev = np.empty(n, EVENT_DTYPE)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from conftest import random_events
+from conftest import free_port, random_events
 from evstream.replay import write_events
 from evstream.runtime.pipeline import Pipeline, RunConfig
 from evstream.runtime.sources import FileSource
@@ -85,14 +85,6 @@ def test_recording_failing_mid_replay_ends_with_error_and_summary(tmp_path, rng,
     assert s["events_in"] == s["events_processed"] + s["events_dropped"] + s["events_unprocessed"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_publisher_killed_and_restarted_mid_stream_is_picked_up(tmp_path, rng):
     """`evstream publish` in its own process is killed (SIGKILL) mid-recording and started again:
     the subscribed pipeline keeps running, picks up the new stream and ends with its end-of-stream;
@@ -110,7 +102,7 @@ def test_publisher_killed_and_restarted_mid_stream_is_picked_up(tmp_path, rng):
     b = random_events(rng, 50_000, 64, 48, t0=10**8)
     write_events(slow, a, 64, 48)
     write_events(fast, b, 64, 48)
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
 
     def publisher(path, *extra):
         cmd = [sys.executable, "-m", "evstream.runtime.cli", "publish", str(path), "--to", url, "-q", *extra]

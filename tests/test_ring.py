@@ -128,13 +128,13 @@ def test_block_push_that_times_out_counts_only_what_it_stored():
     assert (s.offered, s.popped, s.dropped, s.size) == (20, 20, 0, 0)
 
 
-def test_block_push_retried_from_another_thread_counts_each_event_once():
-    n, ring, src = 300_000, EventRing(1000), _events(0, 300_000)
-    got, timeouts = [], 0
+def _consumer(ring, max_events: int):
+    """A started thread popping ``ring`` until it is closed and empty, and the timestamps it got."""
+    got: list = []
 
     def consume():
         while True:
-            batch = ring.pop(700, timeout=0.2)
+            batch = ring.pop(max_events, timeout=0.2)
             if not len(batch):
                 if ring.closed and not len(ring):
                     return
@@ -143,6 +143,13 @@ def test_block_push_retried_from_another_thread_counts_each_event_once():
 
     th = threading.Thread(target=consume)
     th.start()
+    return th, got
+
+
+def test_block_push_retried_from_another_thread_counts_each_event_once():
+    n, ring, src = 300_000, EventRing(1000), _events(0, 300_000)
+    timeouts = 0
+    th, got = _consumer(ring, 700)
     for i in range(0, n, 5000):
         rest = src[i : i + 5000]
         while len(rest):  # as runtime/pipeline.py's producer: retry what did not fit in time
@@ -181,19 +188,7 @@ def test_pipeline_block_events_in_counts_each_event_once(tmp_path):
 def test_concurrent_producer_and_consumer(policy):
     n, ring = 2_000_000, EventRing(4096, policy)
     src = _events(0, n)
-    got = []
-
-    def consume():
-        while True:
-            batch = ring.pop(3000, timeout=0.2)
-            if not len(batch):
-                if ring.closed and not len(ring):
-                    return
-                continue
-            got.append(batch["t"].copy())
-
-    th = threading.Thread(target=consume)
-    th.start()
+    th, got = _consumer(ring, 3000)
     for i in range(0, n, 5000):
         ring.push(src[i : i + 5000])
     ring.close()

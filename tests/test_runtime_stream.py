@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from conftest import random_events
+from conftest import free_port, random_events
 from evstream.kernels.events import EVENT_DTYPE
 from evstream.runtime import wire
 from evstream.runtime.cli import main
 from evstream.runtime.pipeline import Pipeline, RunConfig
 from evstream.runtime.sources import FileSource
 from evstream.runtime.windows import CountWindowSpec, TimeWindowSpec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- wire format
@@ -187,7 +180,7 @@ def test_run_cli_on_a_recording(recording, tmp_path, capsys):
 
 def test_publish_then_run_over_loopback(recording, tmp_path):
     path, ev = recording
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "summary.json"
     result = {}
 
@@ -206,7 +199,7 @@ def test_publish_then_run_over_loopback(recording, tmp_path):
 
 
 def test_run_without_publisher_fails_clearly(capsys):
-    rc = main(["run", "--source", f"tcp://127.0.0.1:{_free_port()}", "--connect-timeout", "0.3", "-q"])
+    rc = main(["run", "--source", f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "0.3", "-q"])
     assert rc == 1
     assert "no evstream message" in capsys.readouterr().err
 
@@ -224,7 +217,7 @@ def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
 
     from evstream.runtime.zmq_source import ZmqSource
 
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)
     pub.bind(url)
@@ -312,7 +305,7 @@ def test_dv_network_stream_on_loopback():
     import sys
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", _DV_LOOPBACK, str(_free_port())], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _DV_LOOPBACK, str(free_port())], stdout=subprocess.PIPE, text=True
     )
     try:
         line = proc.stdout.readline()
@@ -371,7 +364,7 @@ def test_ctrl_c_ends_run_with_a_summary(recording, tmp_path):
 
 def test_follow_survives_end_of_stream_and_a_restarted_publisher(recording, tmp_path):
     path, ev = recording
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "s.json"
     result = {}
 
@@ -396,7 +389,7 @@ def test_results_published_on_zeromq(recording):
     import zmq
 
     path, _ = recording
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(url)
