@@ -1,0 +1,2 @@
+"""CLIP-style open-vocabulary recognition of events (EventCLIP, EZSR): see preprocess.py for how
+event images are made."""
