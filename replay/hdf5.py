@@ -209,7 +209,7 @@ class Hdf5Reader(EventReader):
         if stored < n:
             raise EventFileError(
                 self.path,
-                f"dataset {ds.name} declares {n} events but stores at most {min(stored, n)} "
+                f"dataset {ds.name} declares {n} events but stores at most {stored} "
                 "(chunks never written: an incomplete or damaged file)",
             )
 

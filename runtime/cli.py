@@ -370,16 +370,12 @@ def _check_screenshot_path(path: str) -> None:
 def _result_publisher(url: str):
     import zmq
 
-    from .publish import _bind, bind_warning
+    from .publish import bind, bind_warning
 
     if warning := bind_warning(url):
         print(f"evstream run: warning: {warning}", file=sys.stderr)
     sock = zmq.Context.instance().socket(zmq.PUB)
-    try:
-        _bind(sock, url)  # ValueError naming the address
-    except BaseException:
-        sock.close(linger=0)
-        raise
+    bind(sock, url)  # ValueError naming the address
 
     def sink(result: dict) -> None:
         sock.send_string(json.dumps(result))

@@ -275,7 +275,7 @@ class Pipeline:
         summary.events_dropped = st.dropped
         summary.events_unprocessed = st.offered - st.dropped - summary.events_processed
         summary.wall_s = time.perf_counter() - start
-        summary.windows_skipped = getattr(windows, "skipped", 0)
+        summary.windows_skipped = windows.skipped
         summary.source_stats = self.source.stats()
         summary.events_dropped += int(summary.source_stats.get("gap_events", 0))
         return summary

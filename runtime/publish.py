@@ -24,8 +24,9 @@ def bind_warning(url: str) -> str | None:
     return f"{url} is reachable from other machines (bind to tcp://127.0.0.1:PORT to keep it local)"
 
 
-def _bind(sock, url: str, patience_s: float = 3.0) -> None:
-    """Binds, retrying briefly while a previous publisher's socket on the address closes."""
+def bind(sock, url: str, patience_s: float = 3.0) -> None:
+    """Binds, retrying briefly while a previous publisher's socket on the address closes; on
+    failure closes ``sock`` and raises ValueError naming the address."""
     import zmq
 
     deadline = time.monotonic() + patience_s
@@ -35,6 +36,7 @@ def _bind(sock, url: str, patience_s: float = 3.0) -> None:
             return
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                sock.close(linger=0)
                 raise ValueError(f"cannot bind {url}: {exc}") from None
             time.sleep(0.05)
 
@@ -67,7 +69,7 @@ def publish(
             from .curve import make_server
 
             auth = make_server(sock, curve_keys)  # admits the authorized subscribers only
-        _bind(sock, url)
+        bind(sock, url)
     except BaseException:
         sock.close(linger=0)
         if auth is not None:

@@ -135,6 +135,8 @@ class _Buffer:
 class CountWindows:
     """Count-based sliding windows (see the module docstring)."""
 
+    skipped = 0  # as TimeWindows.skipped: count windows are never empty, none is skipped
+
     def __init__(self, spec: CountWindowSpec):
         self.size = spec.size
         self.stride = spec.stride or spec.size

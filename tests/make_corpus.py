@@ -1,5 +1,5 @@
 """Writes the crafted bad-input corpus in tests/data/corpus/ (``python tests/make_corpus.py``;
-deterministic apart from the date line evstream's RAW writer stamps) and records in MANIFEST.json
+deterministic apart from the dates the RAW and DAT writers and zip stamp) and records in MANIFEST.json
 each file's outcome with its format's reader and with format detection. tests/test_corpus.py
 reads every file again and checks those outcomes.
 
@@ -36,33 +36,36 @@ AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
 
 
 def _events(n=120):
-    ev = random_events(np.random.default_rng(7), n, W, H, t0=1000, max_dt=30)
-    return ev
+    return random_events(np.random.default_rng(7), n, W, H, t0=1000, max_dt=30)
 
 
-def _write(fmt: str, ext: str, chunks: int = 1, **kwargs) -> bytes:
-    """A valid recording written by evstream's writer in ``chunks`` writes."""
+def _written(ext: str, write) -> bytes:
+    """The bytes ``write(path)`` puts in a temporary file."""
     path = OUT / f"_tmp.{ext}"
-    with open_writer(path, W, H, format=fmt) as w:
-        if kwargs:
-            for k, v in kwargs.items():
-                setattr(w, k, v)
-        for part in np.array_split(_events(), chunks):
-            w.write(part)
+    write(path)
     data = path.read_bytes()
     path.unlink()
     return data
+
+
+def _write(fmt: str, ext: str) -> bytes:
+    """A valid recording written by evstream's writer."""
+
+    def write(path):
+        with open_writer(path, W, H, format=fmt) as w:
+            w.write(_events())
+
+    return _written(ext, write)
 
 
 def _aedat4(compression: str) -> bytes:
     from evstream.replay.aedat4 import Aedat4Writer
 
-    path = OUT / "_tmp.aedat4"
-    with Aedat4Writer(path, W, H, compression=compression, packet_events=30) as w:
-        w.write(_events())
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    def write(path):
+        with Aedat4Writer(path, W, H, compression=compression, packet_events=30) as w:
+            w.write(_events())
+
+    return _written("aedat4", write)
 
 
 def _aedat4_packets(data: bytes) -> list[int]:
@@ -100,11 +103,6 @@ def _npz_members(data: bytes) -> list[int]:
     return sorted(set(bounds))
 
 
-def _text_header_end(data: bytes, marker: bytes) -> int:
-    i = data.find(marker)
-    return 0 if i < 0 else i + len(marker)
-
-
 def _prophesee_header_end(data: bytes) -> int:
     pos = 0
     while pos < len(data) and data[pos : pos + 1] == b"%":
@@ -140,16 +138,15 @@ def _hdf5_declared(n: int) -> bytes:
     """An HDF5 file with x/y/t/p datasets declaring ``n`` events, almost none of them written."""
     import h5py
 
-    path = OUT / "_tmp.h5"
-    with h5py.File(path, "w") as f:
-        g = f.create_group("events")
-        for name, dt in (("x", "u2"), ("y", "u2"), ("t", "i8"), ("p", "u1")):
-            d = g.create_dataset(name, shape=(n,), dtype=dt, chunks=(1024,), maxshape=(None,))
-            d[:8] = np.arange(8)
-        f.attrs["width"], f.attrs["height"] = W, H
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    def write(path):
+        with h5py.File(path, "w") as f:
+            g = f.create_group("events")
+            for name, dt in (("x", "u2"), ("y", "u2"), ("t", "i8"), ("p", "u1")):
+                d = g.create_dataset(name, shape=(n,), dtype=dt, chunks=(1024,), maxshape=(None,))
+                d[:8] = np.arange(8)
+            f.attrs["width"], f.attrs["height"] = W, H
+
+    return _written("h5", write)
 
 
 def main() -> None:
@@ -164,7 +161,7 @@ def main() -> None:
         manifest.append({"file": name, "format": fmt, "damage": damage, "seed": seed})
 
     seeds = {
-        # format: (extension, bytes, header end, packet boundaries)
+        # format: (extension, valid recording)
         "evt3": ("raw", _write("evt3", "raw")),
         "evt2": ("raw", _write("evt2", "raw")),
         "evt21": ("raw", _evt21_seed()),

@@ -64,65 +64,50 @@ inline void prefetch_ahead(const void* p, bool write) {
         __builtin_prefetch(ahead, 0);
 }
 
-inline uint64_t load_u64(const unsigned char* p) {
+// Copies `words` 8-byte words from s to d, a cache line (eight loads, then eight stores) per
+// step; `load` and `store` say which side is the ring's slots (relaxed atomics) and which the
+// caller's buffer (plain, any alignment).
+template <typename Load, typename Store>
+inline void copy_words(unsigned char* d, const unsigned char* s, size_t words, Load load, Store store) {
+    size_t i = 0;
+    for (; i + 8 <= words; i += 8) {
+        prefetch_ahead(s + 8 * i, false);
+        prefetch_ahead(d + 8 * i, true);
+        uint64_t v[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) v[j] = load(s + 8 * (i + j));
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) store(d + 8 * (i + j), v[j]);
+    }
+    for (; i < words; ++i) store(d + 8 * i, load(s + 8 * i));
+}
+
+inline uint64_t plain_load(const unsigned char* p) {
     uint64_t v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
 
-inline void store_u64(unsigned char* p, uint64_t v) { std::memcpy(p, &v, sizeof v); }
+inline void plain_store(unsigned char* p, uint64_t v) { std::memcpy(p, &v, sizeof v); }
 
-// Copies n events into slots as relaxed atomic 8-byte stores. The source is the caller's buffer
-// (not shared, any alignment): plain loads.
-void store_words(Event* slots, const Event* src, size_t n) {
-    SlotWord* d = reinterpret_cast<SlotWord*>(slots);
-    const unsigned char* s = reinterpret_cast<const unsigned char*>(src);
-    const size_t words = n * kWordsPerEvent;
-    size_t i = 0;
-    for (; i + 8 <= words; i += 8) {  // 64 bytes (a cache line's worth) per step
-        prefetch_ahead(s + 8 * i, false);
-        prefetch_ahead(d + i, true);
-        const unsigned char* p = s + 8 * i;  // the line's eight loads, then its eight stores
-        const uint64_t v0 = load_u64(p), v1 = load_u64(p + 8), v2 = load_u64(p + 16), v3 = load_u64(p + 24);
-        const uint64_t v4 = load_u64(p + 32), v5 = load_u64(p + 40), v6 = load_u64(p + 48), v7 = load_u64(p + 56);
-        SlotWord* q = d + i;
-        __atomic_store_n(q, v0, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 1, v1, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 2, v2, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 3, v3, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 4, v4, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 5, v5, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 6, v6, __ATOMIC_RELAXED);
-        __atomic_store_n(q + 7, v7, __ATOMIC_RELAXED);
-    }
-    for (; i < words; ++i) __atomic_store_n(d + i, load_u64(s + 8 * i), __ATOMIC_RELAXED);
+inline uint64_t slot_load(const unsigned char* p) {
+    return __atomic_load_n(reinterpret_cast<const SlotWord*>(p), __ATOMIC_RELAXED);
 }
 
-// Copies n events out of slots as relaxed atomic 8-byte loads, to the caller's buffer.
+inline void slot_store(unsigned char* p, uint64_t v) {
+    __atomic_store_n(reinterpret_cast<SlotWord*>(p), v, __ATOMIC_RELAXED);
+}
+
+// n events into slots as relaxed atomic 8-byte stores.
+void store_words(Event* slots, const Event* src, size_t n) {
+    copy_words(reinterpret_cast<unsigned char*>(slots), reinterpret_cast<const unsigned char*>(src),
+               n * kWordsPerEvent, plain_load, slot_store);
+}
+
+// n events out of slots as relaxed atomic 8-byte loads.
 void load_words(Event* dst, const Event* slots, size_t n) {
-    const SlotWord* s = reinterpret_cast<const SlotWord*>(slots);
-    unsigned char* d = reinterpret_cast<unsigned char*>(dst);
-    const size_t words = n * kWordsPerEvent;
-    size_t i = 0;
-    for (; i + 8 <= words; i += 8) {
-        prefetch_ahead(s + i, false);
-        prefetch_ahead(d + 8 * i, true);
-        const SlotWord* q = s + i;  // the line's eight loads, then its eight stores
-        const uint64_t v0 = __atomic_load_n(q, __ATOMIC_RELAXED), v1 = __atomic_load_n(q + 1, __ATOMIC_RELAXED);
-        const uint64_t v2 = __atomic_load_n(q + 2, __ATOMIC_RELAXED), v3 = __atomic_load_n(q + 3, __ATOMIC_RELAXED);
-        const uint64_t v4 = __atomic_load_n(q + 4, __ATOMIC_RELAXED), v5 = __atomic_load_n(q + 5, __ATOMIC_RELAXED);
-        const uint64_t v6 = __atomic_load_n(q + 6, __ATOMIC_RELAXED), v7 = __atomic_load_n(q + 7, __ATOMIC_RELAXED);
-        unsigned char* p = d + 8 * i;
-        store_u64(p, v0);
-        store_u64(p + 8, v1);
-        store_u64(p + 16, v2);
-        store_u64(p + 24, v3);
-        store_u64(p + 32, v4);
-        store_u64(p + 40, v5);
-        store_u64(p + 48, v6);
-        store_u64(p + 56, v7);
-    }
-    for (; i < words; ++i) store_u64(d + 8 * i, __atomic_load_n(s + i, __ATOMIC_RELAXED));
+    copy_words(reinterpret_cast<unsigned char*>(dst), reinterpret_cast<const unsigned char*>(slots),
+               n * kWordsPerEvent, slot_load, plain_store);
 }
 
 }  // namespace

@@ -38,12 +38,11 @@ EVENTCLIP_HOT_STD = 10.0
 
 
 def polarity_counts(events: np.ndarray, width: int, height: int) -> np.ndarray:
-    """ON and OFF event counts per pixel, ``(2, height, width)`` int64."""
-    flat = events["y"].astype(np.int64) * width + events["x"].astype(np.int64)
-    on = events["p"] > 0
-    size = width * height
-    counts = np.stack([np.bincount(flat[on], minlength=size), np.bincount(flat[~on], minlength=size)])
-    return counts.reshape(2, height, width)
+    """ON and OFF event counts per pixel, ``(2, height, width)`` float32 (exact integers): the
+    project's event histogram (kernels/representations), which also checks the coordinates."""
+    from ...kernels.representations.cpu import event_histogram
+
+    return event_histogram(events, width, height)
 
 
 def ezsr_window(events: np.ndarray, n: int = EZSR_WINDOW) -> np.ndarray:
@@ -56,7 +55,7 @@ def ezsr_window(events: np.ndarray, n: int = EZSR_WINDOW) -> np.ndarray:
 
 def ezsr_image(events: np.ndarray, width: int, height: int) -> np.ndarray:
     """EZSR's grey event image of ``events`` (already windowed): ``(height, width)`` float32 in [0, 1)."""
-    hist = polarity_counts(events, width, height).astype(np.float32)
+    hist = polarity_counts(events, width, height)
     nonzero = hist[hist > 0]
     if not len(nonzero):
         return np.zeros((height, width), np.float32)
@@ -87,11 +86,12 @@ def eventclip_chunks(n: int, chunk: int = EVENTCLIP_CHUNK, max_frames: int = EVE
 def eventclip_image(events: np.ndarray, width: int, height: int, hot_std: float = EVENTCLIP_HOT_STD):
     """EventCLIP's grey event image of one chunk: ``(height, width)`` uint8, white background."""
     hist = polarity_counts(events, width, height)
-    hist = np.where(hist > hist.mean() + hot_std * hist.std(), 0, hist)
+    hot = hist.mean(dtype=np.float64) + hot_std * hist.std(dtype=np.float64)
+    hist = np.where(hist > hot, np.float32(0), hist)
     peak = hist.max()
     if peak == 0:
         return np.full((height, width), 255, np.uint8)
-    norm = hist.astype(np.float32) / np.float32(peak)
+    norm = hist / peak
     s = norm[0] + norm[1]
     w = np.clip(s, 0, 1)
     img = 127 * s * w + 255 * (1 - w)

@@ -106,6 +106,15 @@ def cached_recording(name: str, make_events, width: int, height: int, format: st
     return path
 
 
+def uniform_events(n: int, rate_hz: float, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """``n`` events at uniformly random pixels and polarities, evenly spaced at ``rate_hz``."""
+    from ...kernels.events import make_events
+
+    rng = np.random.default_rng(seed)
+    t = (np.arange(n) * (1e6 / rate_hz)).astype(np.int64)
+    return make_events(rng.integers(0, width, n), rng.integers(0, height, n), t, rng.integers(0, 2, n))
+
+
 def time_runs(fn, warmup: int, runs: int) -> list[float]:
     """``runs`` timings (seconds) of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):

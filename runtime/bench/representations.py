@@ -24,19 +24,16 @@ import time
 import numba
 import numpy as np
 
-from ...kernels.events import make_events
 from ...kernels.representations import REPRESENTATIONS, compute
 from ...kernels.representations.incremental import incremental
-from .common import machine_info, time_runs
+from .common import machine_info, time_runs, uniform_events
 
 W, H = 640, 480
 
 
 def _stream(n: int, rate_hz: float = 2e6, seed: int = 0) -> np.ndarray:
     """Random events with sorted timestamps at ``rate_hz`` on the 640x480 sensor."""
-    rng = np.random.default_rng(seed)
-    t = (np.arange(n) * (1e6 / rate_hz)).astype(np.int64)
-    return make_events(rng.integers(0, W, n), rng.integers(0, H, n), t, rng.integers(0, 2, n))
+    return uniform_events(n, rate_hz, W, H, seed)
 
 
 def _median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, float, float]:

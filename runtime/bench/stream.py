@@ -21,20 +21,17 @@ import time
 
 import numpy as np
 
-from ...kernels.events import make_events
 from .. import wire
 from ..pipeline import Pipeline, RunConfig
 from ..ring import EventRing
 from ..sources import FileSource
 from ..windows import TimeWindowSpec
 from ..zmq_source import ZmqSource
-from .common import cached_recording, machine_info, rate_stats, table, time_runs
+from .common import cached_recording, machine_info, rate_stats, table, time_runs, uniform_events
 
 
 def _events(n: int, rate_hz: float = 5e6, width: int = 1280, height: int = 720) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    t = (np.arange(n) / rate_hz * 1e6).astype(np.int64)
-    return make_events(rng.integers(0, width, n), rng.integers(0, height, n), t, rng.integers(0, 2, n))
+    return uniform_events(n, rate_hz, width, height)
 
 
 def _rates(fn, n_events: int, repeats: int) -> tuple[float, list[float]]:
