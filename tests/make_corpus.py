@@ -4,7 +4,9 @@ each file's outcome with its format's reader and with format detection. tests/te
 reads every file again and checks those outcomes.
 
 Per format, from one small valid recording (``<format>__valid.<ext>``): a zero-length file, the
-header alone, the file truncated at every packet boundary (and one byte either side), single bit
+header alone, the file truncated at every packet boundary (AEDAT packets, zip members; every 16
+words or records of the formats without packets, every 64 bytes of Event Stream, every 16th text
+line, 12 cuts through HDF5) and one byte either side, single bit
 flips, and per format the declared sizes and flags that can lie: packet and header sizes of
 gigabytes, array shapes of terabytes (N-ImageNet .npz, HDF5), sensor sizes of 65535 x 65535,
 wrong compression flags (AEDAT 4.0 IOHeader, zip members).
