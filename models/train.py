@@ -175,12 +175,19 @@ def evaluate(
     device = device or torch.device("cpu")
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    classes = classes or list(getattr(dataset, "classes", [])) or None
+    batches = tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False)
+    return accuracy(
+        ((model(x.to(device)).float().cpu(), y) for x, y in batches),
+        classes or list(getattr(dataset, "classes", [])) or None,
+    )
+
+
+def accuracy(batches, classes: list[str] | None = None) -> dict:
+    """Top-1, top-5 and per-class accuracy from ``(logits (B, classes), labels (B,))`` batches."""
     top1 = top5 = total = 0
     per_correct: dict[int, int] = {}
     per_total: dict[int, int] = {}
-    for x, y in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
-        logits = model(x.to(device)).float().cpu()
+    for logits, y in batches:
         k = min(5, logits.shape[1])
         best = logits.topk(k, dim=1).indices
         hit1 = best[:, 0] == y

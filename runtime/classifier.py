@@ -132,8 +132,9 @@ class StreamClassifier:
         ]
         return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
 
-    def step(self, enter: np.ndarray, leave: np.ndarray) -> Prediction:
-        """Slides the histogram by one window step and returns the new prediction."""
+    def step(self, enter: np.ndarray, leave: np.ndarray, window: np.ndarray | None = None) -> Prediction:
+        """Slides the histogram by one window step and returns the new prediction (``window``, the
+        window's events, is not needed: the histogram follows ``enter`` and ``leave``)."""
         self.hist.update(enter, leave)
         sites = self._changed_sites(enter, leave)
         if self.dense:
@@ -146,8 +147,51 @@ class StreamClassifier:
         return Prediction(self.top(), int(flops), len(sites))
 
     def top(self) -> list[tuple[str, float]]:
-        z = self.logits.astype(np.float64)
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        best = np.argsort(-p, kind="stable")[: self.top_k]
-        return [(self.classes[i], float(p[i])) for i in best]
+        return top_classes(self.logits, self.classes, self.top_k)
+
+
+def top_classes(logits: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes (softmax of ``logits``), best first."""
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    best = np.argsort(-p, kind="stable")[:k]
+    return [(classes[i], float(p[i])) for i in best]
+
+
+class ClipStreamClassifier:
+    """Zero-shot CLIP predictions per window step (``evstream run --model clip:WEIGHTS``): every
+    step makes the window's event image(s) and recomputes the image embedding (a CLIP image encoder
+    has no incremental update); the class embeddings are computed once.
+
+    Attributes shared with :class:`StreamClassifier` for the pipeline and the viewer: ``classes``,
+    ``meta`` (its ``stream_window`` is the preprocessing's event count), ``hist`` (the window's
+    histogram, for the viewer), ``mode``, ``dense``, ``identity``."""
+
+    dense = True
+    identity = True
+    rows = cols = None
+
+    def __init__(self, zeroshot, sensor_size: tuple[int, int], *, top_k: int = 3):
+        from ..models.clip import preprocess as pp
+
+        self.zs = zeroshot
+        self.classes = zeroshot.labels
+        self.width, self.height = int(sensor_size[0]), int(sensor_size[1])
+        events = pp.EZSR_WINDOW if zeroshot.preprocess == "ezsr" else pp.EVENTCLIP_CHUNK
+        self.meta = {"stream_window": {"kind": "count", "events": events}}
+        self.hist = Histogram(self.width, self.height)
+        self.top_k = max(1, min(top_k, len(self.classes)))
+        self.logits = np.zeros(len(self.classes), np.float32)
+        self.mode = zeroshot.describe()
+
+    def step(self, enter: np.ndarray, leave: np.ndarray, window: np.ndarray | None = None) -> Prediction:
+        if window is None:
+            raise ValueError("the CLIP classifier needs the window's events")
+        self.hist.update(enter, leave)
+        x = self.zs.inputs(window, self.width, self.height)
+        self.logits = self.zs.logits_of_inputs(x)
+        return Prediction(self.top(), self.zs.flops(len(x)), len(x) * self.zs.clip.image_size**2)
+
+    def top(self) -> list[tuple[str, float]]:
+        return top_classes(self.logits, self.classes, self.top_k)

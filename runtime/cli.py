@@ -153,12 +153,21 @@ def _classifier_for(args, source):
         return None, None
     from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
+    if not args.model and (args.labels or args.prompt):
+        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
     if not args.model and tuple(DEFAULT_SENSORS["nmnist"]) != (source.width, source.height):
         w, h = DEFAULT_SENSORS["nmnist"]
         return None, (
             f"the bundled classifier is for {w}x{h} N-MNIST recordings, the source is "
             f"{source.width}x{source.height}: running without a model (give --model CHECKPOINT)"
         )
+    if _clip_model(args):
+        from .classifier import ClipStreamClassifier
+
+        zs = _zero_shot(args, _clip_labels(args), progress=not args.quiet and sys.stderr.isatty())
+        return ClipStreamClassifier(zs, (source.width, source.height), top_k=args.top_k), None
+    if args.labels or args.prompt:
+        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
     from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
     from .classifier import StreamClassifier
 
@@ -170,6 +179,79 @@ def _classifier_for(args, source):
     if not path.exists():
         return None, f"the bundled classifier ({path.name}) is missing from this installation; no model"
     return StreamClassifier(load_checkpoint(path), size, **options), None
+
+
+def _clip_model(args) -> str | None:
+    """The weights of ``--model clip:WEIGHTS``, else None."""
+    model = getattr(args, "model", None) or ""
+    if not model.startswith("clip:"):
+        return None
+    if not model[5:]:
+        raise ValueError("--model clip: needs the CLIP weights after the colon, e.g. clip:ViT-B-32.pt")
+    return model[5:]
+
+
+def _clip_labels(args) -> list[str]:
+    from ..models.clip.zeroshot import parse_labels
+
+    if not args.labels:
+        raise ValueError("a CLIP model needs the class names: --labels 'dog,cat,car' (or @FILE)")
+    return parse_labels(args.labels)
+
+
+def _zero_shot(args, labels: list[str], progress: bool):
+    """The zero-shot classifier of ``--model clip:WEIGHTS`` and its CLIP options."""
+    from ..models.clip.model import load_clip
+    from ..models.clip.zeroshot import ZeroShotClassifier, parse_templates
+
+    clip = load_clip(_clip_model(args), arch=args.clip_arch)
+    preprocess = args.clip_preprocess or ("ezsr" if clip.arch.startswith("EVA") else "eventclip")
+    templates = parse_templates(args.prompt, preprocess)
+    return ZeroShotClassifier(
+        clip,
+        labels,
+        preprocess=preprocess,
+        templates=templates,
+        cache=not args.no_text_cache,
+        progress=progress,
+    )
+
+
+def _clip_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``--model clip:WEIGHTS`` (run and eval)."""
+    g = p.add_argument_group(
+        "CLIP zero-shot models (--model clip:WEIGHTS; pip install -c constraints.txt 'evstream[clip]')"
+    )
+    g.add_argument(
+        "--labels",
+        metavar="NAMES",
+        help="class names, 'dog,cat,car' or @FILE with one per line (eval: default from the dataset)",
+    )
+    g.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEMPLATE",
+        help="prompt template with {} for the class name, repeatable, or 'openai-imagenet' for OpenAI's "
+        "80 ImageNet templates (default: 'a point cloud image of a {}' with eventclip, the 80 with ezsr)",
+    )
+    g.add_argument(
+        "--clip-arch",
+        metavar="ARCH",
+        help="open_clip architecture of a state dict (ViT-B-32, ViT-B-32-quickgelu for OpenAI's "
+        "weights, ViT-B-16, ViT-L-14, EVA02-E-14-plus, or a model config .json); OpenAI archives, "
+        "model folders, EZSR's checkpoint and files saved by evstream name their own",
+    )
+    g.add_argument(
+        "--clip-preprocess",
+        choices=["eventclip", "ezsr"],
+        help="event images as EventCLIP or EZSR make them "
+        "(default: ezsr for EZSR's EVA model, else eventclip)",
+    )
+    g.add_argument(
+        "--no-text-cache",
+        action="store_true",
+        help="do not keep the class embeddings in $EVSTREAM_CACHE/clip-text (default ~/.cache/evstream)",
+    )
 
 
 def _run_window(args, classifier):
@@ -613,18 +695,32 @@ def cmd_eval(args) -> int:
     from ..models.datasets import build_dataset
     from ..models.train import eval_checkpoint
 
+    clip = _clip_model(args)
+    if not clip and (args.labels or args.prompt):
+        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
     checkpoint = args.model or _default_checkpoint(args.dataset)
     options = {"skip_bad": args.skip_bad}
     if args.list:
         options["list_file"] = args.list
     dataset = build_dataset(args.dataset, args.root, **options)
-    result = eval_checkpoint(
-        checkpoint,
-        dataset,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        progress=not args.quiet and not args.json and sys.stderr.isatty(),
-    )
+    progress = not args.quiet and not args.json and sys.stderr.isatty()
+    if clip:
+        from ..models.clip.eval import eval_zero_shot
+        from ..models.clip.zeroshot import dataset_labels, parse_labels
+
+        labels = parse_labels(args.labels) if args.labels else dataset_labels(dataset)
+        if len(labels) != len(dataset.classes):
+            raise ValueError(
+                f"--labels gives {len(labels)} names, the dataset has {len(dataset.classes)} classes"
+            )
+        zs = _zero_shot(args, labels, progress)
+        result = eval_zero_shot(
+            zs, dataset, batch_size=args.batch_size, workers=args.workers, progress=progress
+        )
+    else:
+        result = eval_checkpoint(
+            checkpoint, dataset, batch_size=args.batch_size, workers=args.workers, progress=progress
+        )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -712,7 +808,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         metavar="CKPT",
-        help="classifier checkpoint (default: the bundled N-MNIST classifier when the sensor is 34x34)",
+        help="classifier checkpoint, or clip:WEIGHTS for zero-shot CLIP with --labels (default: the bundled "
+        "N-MNIST classifier when the sensor is 34x34)",
     )
     p.add_argument("--no-model", action="store_true", help="run without a classifier (histogram only)")
     p.add_argument(
@@ -723,6 +820,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--top-k", type=_positive_int, default=3, help="classes reported with their probability (default 3)"
     )
+    _clip_arguments(p)
     viewer = p.add_argument_group("viewer (pip install 'evstream[viewer]')")
     viewer.add_argument(
         "--viewer", action="store_true", help="open the Qt viewer (events, model input, predictions, plots)"
@@ -1027,8 +1125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "fixed evaluation protocol: every recording whole, no augmentation, no randomness.",
     )
     _dataset_arguments(p, datasets)
-    p.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled one for the dataset)")
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="checkpoint (default: the bundled one for the dataset), or clip:WEIGHTS for zero-shot CLIP",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    _clip_arguments(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON (top1, top5, samples, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

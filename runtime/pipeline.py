@@ -298,7 +298,7 @@ class Pipeline:
     def _finish_window(self, step, hist: Histogram | None, summary: Summary) -> None:
         prediction = predicted = None
         if self.classifier is not None:
-            prediction = self.classifier.step(step.enter, step.leave)
+            prediction = self.classifier.step(step.enter, step.leave, step.window)
             predicted = prediction.to_dict()
             summary.flops_total += prediction.flops
             summary.predictions += 1
