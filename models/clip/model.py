@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -138,7 +139,9 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             return state, info
         if _is_torchscript(path):
             # OpenAI's archives: TorchScript; the module is only read for its parameters.
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # TorchScript is deprecated; OpenAI's files remain
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
             return dict(module.state_dict()), {"format": "openai-torchscript", "arch": None}
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except ClipError:
@@ -199,7 +202,6 @@ def convert_eva_clip(state: dict[str, torch.Tensor], model) -> dict[str, torch.T
     trunk = checkpoint_filter_fn(visual, model.visual.trunk)
     out = {f"visual.trunk.{k}": v for k, v in trunk.items()}
     out.update({k: v for k, v in state.items() if not k.startswith("visual.")})
-    out.pop("text.attn_mask", None)  # a fixed buffer, rebuilt by open_clip
     if "logit_scale" in out:
         out["logit_scale"] = out["logit_scale"].reshape(model.logit_scale.shape)
     return out
@@ -208,7 +210,14 @@ def convert_eva_clip(state: dict[str, torch.Tensor], model) -> dict[str, torch.T
 def _fit_state(state: dict[str, torch.Tensor], model, open_clip) -> dict[str, torch.Tensor]:
     from open_clip.model import CustomTextCLIP, convert_to_custom_text_state_dict
 
-    state = {k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    # OpenAI's integer entries and causal masks are not weights: open_clip builds its own
+    expected = model.state_dict()
+    state = {
+        k: v
+        for k, v in state.items()
+        if k not in ("input_resolution", "context_length", "vocab_size")
+        and not (k.split(".")[-1] == "attn_mask" and k not in expected)
+    }
     if "visual.pos_embed" in state and hasattr(model.visual, "trunk"):
         state = convert_eva_clip(state, model)
     if isinstance(model, CustomTextCLIP):
