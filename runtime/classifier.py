@@ -171,6 +171,7 @@ class ClipStreamClassifier:
     dense = True
     identity = True
     rows = cols = None
+    image_input = True  # the model's input is an event image, not the histogram (for the viewer)
 
     def __init__(self, zeroshot, sensor_size: tuple[int, int], *, top_k: int = 3):
         from ..models.clip import preprocess as pp

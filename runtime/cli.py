@@ -393,6 +393,12 @@ def cmd_run(args) -> int:
         notes = _stream_notes(result)
         if notes:
             print("stream: " + ", ".join(notes), file=sys.stderr)
+        if classifier is not None and not result["windows"] and hasattr(window, "size"):
+            print(
+                f"no window filled: windows of {window.size:,} events, the stream had "
+                f"{result['events_processed']:,} (--window-events N or --window-us US set another window)",
+                file=sys.stderr,
+            )
         if summary.cancelled:
             print(
                 f"stopped early (viewer closed): {result['events_unprocessed']:,} events received "

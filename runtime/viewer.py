@@ -416,7 +416,12 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             scale = display_scale(img)
             self.rep_image.setImage(colourise(img, scale, self._lut), autoLevels=False)
             h, w = img.shape
-            who = "model input" if c is not None else "event histogram"
+            # a CLIP model sees an event image made from the window, not these counts
+            who = (
+                "model input"
+                if c is not None and not getattr(c, "image_input", False)
+                else "window histogram"
+            )
             self._set(
                 self.rep_title,
                 f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (full scale {scale:.0f}, max {vmax:.0f})",

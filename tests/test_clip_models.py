@@ -586,6 +586,10 @@ def test_run_with_a_clip_model_predicts_the_labels_per_window(tiny, recording, t
     assert main([*common, "--clip-arch", str(config), "--labels", "a,b", "--clip-preprocess", "ezsr", "-q",
                  "--predictions", str(out)]) == 0  # fmt: skip
     assert [json.loads(line)["events"] for line in out.read_text().splitlines()] == [15_000]
+    # EventCLIP's 70,000 events never fill on this recording: said, not silent
+    capsys.readouterr()
+    assert main([*common, "--clip-arch", str(config), "--labels", "a,b"]) == 0
+    assert "no window filled: windows of 70,000 events, the stream had 20,000" in capsys.readouterr().err
 
 
 def test_run_explains_bad_clip_arguments(tiny, recording, capsys):
