@@ -150,11 +150,13 @@ def _classifier_for(args, source):
     """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
     when it fits the source's sensor, else none."""
     if args.no_model:
+        if args.model:
+            raise ValueError("--no-model and --model contradict each other")
+        _check_clip_options(args)
         return None, None
     from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
-    if not args.model and (args.labels or args.prompt):
-        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
+    _check_clip_options(args)
     if not args.model and tuple(DEFAULT_SENSORS["nmnist"]) != (source.width, source.height):
         w, h = DEFAULT_SENSORS["nmnist"]
         return None, (
@@ -166,8 +168,6 @@ def _classifier_for(args, source):
 
         zs = _zero_shot(args, _clip_labels(args), progress=not args.quiet and sys.stderr.isatty())
         return ClipStreamClassifier(zs, (source.width, source.height), top_k=args.top_k), None
-    if args.labels or args.prompt:
-        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
     from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
     from .classifier import StreamClassifier
 
@@ -189,6 +189,25 @@ def _clip_model(args) -> str | None:
     if not model[5:]:
         raise ValueError("--model clip: needs the CLIP weights after the colon, e.g. clip:ViT-B-32.pt")
     return model[5:]
+
+
+def _check_clip_options(args) -> None:
+    """CLIP options without a CLIP model are a mistake worth naming."""
+    if _clip_model(args):
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--labels", args.labels),
+            ("--prompt", args.prompt),
+            ("--clip-arch", args.clip_arch),
+            ("--clip-preprocess", args.clip_preprocess),
+            ("--no-text-cache", args.no_text_cache),
+        )
+        if value
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)} go with a CLIP model: --model clip:WEIGHTS")
 
 
 def _clip_labels(args) -> list[str]:
@@ -702,8 +721,7 @@ def cmd_eval(args) -> int:
     from ..models.train import eval_checkpoint
 
     clip = _clip_model(args)
-    if not clip and (args.labels or args.prompt):
-        raise ValueError("--labels and --prompt go with a CLIP model: --model clip:WEIGHTS")
+    _check_clip_options(args)
     checkpoint = args.model or _default_checkpoint(args.dataset)
     options = {"skip_bad": args.skip_bad}
     if args.list:

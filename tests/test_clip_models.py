@@ -182,6 +182,94 @@ def test_a_torchscript_archive_of_an_unknown_model_is_refused(tiny, tmp_path):
         load_clip(archive)
 
 
+def test_torchscript_archives_are_read_without_running_them(tiny, tmp_path, capsys):
+    import zipfile
+
+    config, model, _ = tiny
+    archive = tmp_path / "good.pt"
+    script(model, archive)
+    evil = tmp_path / "evil_archive.pt"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps(_Payload(), protocol=2)
+            dst.writestr(item, data)
+    with pytest.raises(
+        ClipError, match="evil_archive.pt: a TorchScript archive .* refused global __builtin__.print"
+    ):
+        load_clip(evil, arch=str(config))
+    assert "code ran" not in capsys.readouterr().out
+    # the tensors come out exactly, under their state-dict names
+    from evstream.models.clip.torchscript import read_torchscript_tensors
+
+    tensors = read_torchscript_tensors(archive)
+    for key, value in model.state_dict().items():
+        assert torch.equal(tensors[key], value), key
+
+
+def test_openai_archives_warn_when_named_with_gelu(tmp_path):
+    model = random_model("ViT-B-32-quickgelu")
+    archive = tmp_path / "ViT-B-32.pt"
+    script(model, archive)
+    with pytest.warns(UserWarning, match="trained with QuickGELU; ViT-B-32 uses GELU"):
+        load_clip(archive, arch="ViT-B-32")
+
+
+def test_model_configs_are_checked_before_open_clip_sees_them(tiny, tmp_path):
+    from safetensors.torch import save_file
+
+    _, model, weights = tiny
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"embed_dim": 32}')
+    with pytest.raises(ClipError, match="bad.json: not an open_clip model config"):
+        load_clip(weights, arch=str(bad))
+    notjson = tmp_path / "notjson.json"
+    notjson.write_text("{")
+    with pytest.raises(ClipError, match="notjson.json: not a JSON model config"):
+        load_clip(weights, arch=str(notjson))
+    imposter = tiny_config(tmp_path, "ViT-B-32")
+    with pytest.raises(ClipError, match="named ViT-B-32 but differs from open_clip's ViT-B-32; rename it"):
+        load_clip(weights, arch=str(imposter))
+    # a name from a file's metadata never becomes a path
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for name in ["../../escaped", "/tmp/abs", ".hidden"]:
+        sneaky = tmp_path / "sneaky.safetensors"
+        save_file(state, str(sneaky), metadata={"open_clip_arch": name, "open_clip_config": json.dumps(TINY)})
+        with pytest.raises(ClipError, match="is not a usable architecture name"):
+            load_clip(sneaky)
+    assert not (tmp_path.parent / "escaped.json").exists()
+
+
+def test_nothing_reaches_the_network(tiny, monkeypatch, rng):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    config, _, weights = tiny
+    zs = ZeroShotClassifier(load_clip(weights, arch=str(config)), ["a", "b"], templates=openai_templates())
+    assert np.isfinite(zs.logits(random_events(rng, 1000, 20, 10), 20, 10)).all()
+    from timm.data import ImageNetInfo
+
+    assert len(ImageNetInfo("imagenet-1k").label_names()) == 1000
+
+
+def test_new_weights_in_a_model_folder_are_new_embeddings(tiny, tmp_path):
+    _, model, _ = tiny
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY}))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    first = ZeroShotClassifier(load_clip(folder), ["a", "b"])
+    torch.save(random_model("tiny_vit", seed=1).state_dict(), folder / "open_clip_pytorch_model.bin")
+    second = ZeroShotClassifier(load_clip(folder), ["a", "b"])
+    assert second.text_source == "computed" and not torch.allclose(first.text, second.text)
+
+
 def test_bad_weight_files_get_clear_errors(tiny, tmp_path):
     config, model, weights = tiny
     with pytest.raises(ClipError, match=r"missing\.pt: no such file\. evstream downloads nothing"):
@@ -598,7 +686,16 @@ def test_run_explains_bad_clip_arguments(tiny, recording, capsys):
     base = ["run", "--source", str(path), "--speed", "max", "-q"]
     cases = [
         (["--model", f"clip:{weights}", "--clip-arch", str(config)], "needs the class names: --labels"),
-        (["--labels", "a,b"], "--labels and --prompt go with a CLIP model"),
+        (["--labels", "a,b"], "--labels go with a CLIP model"),
+        (["--clip-arch", "ViT-B-32", "--prompt", "a {}"], "--prompt, --clip-arch go with a CLIP model"),
+        (
+            ["--no-model", "--model", f"clip:{weights}", "--labels", "a,b"],
+            "--no-model and --model contradict",
+        ),
+        (
+            ["--model", f"clip:{weights}", "--clip-arch", "nowhere.json", "--labels", "a,b"],
+            "no such model config",
+        ),
         (["--model", "clip:", "--labels", "a,b"], "needs the CLIP weights after the colon"),
         (
             ["--model", "clip:nowhere.pt", "--labels", "a,b"],

@@ -9,7 +9,8 @@ Weight files (:func:`load_clip`):
 
 * **OpenAI CLIP** TorchScript archives (``ViT-B-32.pt``, ``ViT-B-16.pt``, ``ViT-L-14.pt``, as
   OpenAI's ``clip`` package downloads them): the architecture (QuickGELU) is read from the
-  weights' shapes; the tensors are taken out of the archive and the archive's code is not used.
+  weights' shapes; the tensors are taken out of the archive by a restricted unpickler
+  (:mod:`.torchscript`), never with ``torch.jit.load``, so nothing in the archive runs.
 * **OpenCLIP** state dicts (``open_clip_pytorch_model.bin``, ``open_clip_model.safetensors``,
   a ``torch.save``\\ d ``state_dict()``): give the open_clip architecture name
   (``arch="ViT-B-32"``; ``"ViT-B-32-quickgelu"`` for OpenAI's weights saved as a state dict). A
@@ -20,6 +21,8 @@ Weight files (:func:`load_clip`):
   converter; recognised from its keys.
 
 ``torch.load`` runs with ``weights_only=True``; a file holding anything but tensors is refused.
+Model configs (``--clip-arch FILE.json``, a folder's ``open_clip_config.json``, the metadata of
+:func:`save_clip`'s files) are checked before open_clip sees them.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ import hashlib
 import json
 import logging
 import os
+import re
+import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .torchscript import TorchScriptError, is_torchscript, read_torchscript_tensors
 
 #: open_clip architectures of the OpenAI / OpenCLIP ViTs, keyed by (width, patch, layers, image size).
 _VIT_GEOMETRY = {
@@ -54,42 +60,73 @@ class ClipError(ValueError):
 
 
 def _open_clip():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # also set on importing evstream.models.clip
     try:
         import open_clip
     except ImportError as exc:
         raise ClipError(
             f"CLIP models need open_clip ({exc}): pip install -c constraints.txt 'evstream[clip]'"
         ) from None
+    if not _BUILTIN:  # the architectures open_clip ships (not those registered since)
+        _BUILTIN.update(p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json"))
     return open_clip
 
 
-def _register_config(arch: str) -> str:
-    """``arch`` an open_clip model name, or a JSON model config file (registered under its stem)."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+_BUILTIN: set[str] = set()
+
+
+def _check_config(config, source) -> dict:
+    if (
+        not isinstance(config, dict)
+        or not all(isinstance(config.get(k), dict) for k in ("vision_cfg", "text_cfg"))
+        or not isinstance(config.get("embed_dim"), int)
+    ):
+        raise ClipError(f"{source}: not an open_clip model config (needs embed_dim, vision_cfg and text_cfg)")
+    return config
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ClipError(f"{path}: no such model config file")
+    try:
+        return _check_config(json.loads(path.read_text()), path)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ClipError):
+            raise
+        raise ClipError(f"{path}: not a JSON model config ({exc})") from None
+
+
+def _register(name: str, config: dict, source) -> str:
+    """Registers ``config`` with open_clip as ``name`` (a config that names a built-in
+    architecture must be that architecture's)."""
+    open_clip = _open_clip()
+    if not _NAME.fullmatch(name):
+        raise ClipError(f"{source}: {name!r} is not a usable architecture name (letters, digits, ._@+-)")
+    if name in _BUILTIN and open_clip.get_model_config(name) != config:
+        raise ClipError(
+            f"{source}: its config is named {name} but differs from open_clip's {name}; rename it"
+        )
+    if open_clip.get_model_config(name) != config:
+        with tempfile.TemporaryDirectory(prefix="evstream-clip-") as folder:
+            file = Path(folder) / f"{name}.json"  # open_clip reads it now and keeps it in memory
+            file.write_text(json.dumps(config))
+            open_clip.add_model_config(file)
+    return name
+
+
+def _resolve_arch(arch: str) -> str:
+    """An open_clip name, or a model config ``.json`` registered under its file's stem."""
     open_clip = _open_clip()
     if arch.endswith(".json"):
         path = Path(arch)
-        if not path.is_file():
-            raise ClipError(f"{path}: no such model config file")
-        try:
-            json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ClipError(f"{path}: not a JSON model config ({exc})") from None
-        open_clip.add_model_config(path)
-        return path.stem
+        return _register(path.stem, _read_config_file(path), path)
     if arch not in open_clip.list_models():
         raise ClipError(
             f"unknown open_clip architecture {arch!r} (e.g. ViT-B-32, ViT-B-32-quickgelu, ViT-B-16, "
             "ViT-L-14, EVA02-E-14-plus; or a model config .json file)"
         )
     return arch
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -105,9 +142,10 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                 state, info = read_weights(path / name)
                 try:
                     cfg = json.loads(config.read_text())["model_cfg"]
-                except (OSError, ValueError, KeyError) as exc:
+                except (OSError, ValueError, KeyError, TypeError) as exc:
                     raise ClipError(f"{config}: not an open_clip config ({exc})") from None
-                info["config"] = cfg
+                info["config"] = _check_config(cfg, config)
+                info["arch"] = None
                 return state, info
         raise ClipError(
             f"{path}: no open_clip_model.safetensors or open_clip_pytorch_model.bin in the folder"
@@ -130,19 +168,22 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                     state = {k: f.get_tensor(k) for k in f.keys()}
             except SafetensorError as exc:
                 raise ClipError(f"{path}: damaged safetensors file ({exc})") from None
-            info = {"format": "safetensors", "arch": meta.get(ARCH_METADATA_KEY)}
+            info = {"format": "safetensors", "arch": meta.get(ARCH_METADATA_KEY), "file": path}
             if CONFIG_METADATA_KEY in meta:
                 try:
-                    info["config"] = json.loads(meta[CONFIG_METADATA_KEY])
+                    info["config"] = _check_config(json.loads(meta[CONFIG_METADATA_KEY]), path)
                 except ValueError as exc:
+                    if isinstance(exc, ClipError):
+                        raise
                     raise ClipError(f"{path}: its model config metadata is not JSON ({exc})") from None
             return state, info
-        if _is_torchscript(path):
-            # OpenAI's archives: TorchScript; the module is only read for its parameters.
-            with warnings.catch_warnings():  # TorchScript is deprecated; OpenAI's files remain
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-            return dict(module.state_dict()), {"format": "openai-torchscript", "arch": None}
+        if is_torchscript(path):
+            # OpenAI's archives: only the tensors are read, nothing in the archive runs
+            try:
+                state = read_torchscript_tensors(path)
+            except TorchScriptError as exc:
+                raise ClipError(f"{path}: a TorchScript archive evstream cannot read ({exc})") from None
+            return state, {"format": "openai-torchscript", "arch": None, "file": path}
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except ClipError:
         raise
@@ -151,7 +192,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError for bad files
         raise ClipError(f"{path}: not a readable weight file ({type(exc).__name__}: {exc})") from None
     state, arch = _unwrap(obj, path)
-    return state, {"format": "torch", "arch": arch}
+    return state, {"format": "torch", "arch": arch, "file": path}
 
 
 def _unwrap(obj, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -288,14 +329,18 @@ class ClipModel:
 
     def identity(self) -> dict:
         """What text embeddings depend on besides the prompts: for the embedding cache."""
-        st = self.path.stat()
         import open_clip
 
+        st = self.path.stat()
+        config = json.dumps(open_clip.get_model_config(self.arch), sort_keys=True)
         return {
-            "path": str(self.path.resolve()),
+            "file": str(self.path.resolve()),
             "size": st.st_size,
             "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino,
             "arch": self.arch,
+            "config": hashlib.sha256(config.encode()).hexdigest(),
             "open_clip": open_clip.__version__,
         }
 
@@ -312,25 +357,20 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
     path = Path(path)
     state, info = read_weights(path)
     guess, described = infer_arch(state)
-    if arch is None:
-        arch = info.get("arch")
-    if arch is None and info["format"] == "openai-torchscript":
+    name = None
+    if arch is not None:  # the user's word first
+        name = _resolve_arch(arch)
+    elif "config" in info:  # the file's own config: a model folder's, or save_clip's metadata
+        name = _register(info.get("arch") or "open_clip_config", info["config"], path)
+    elif info.get("arch"):
+        name = _resolve_arch(info["arch"])
+    elif info["format"] == "openai-torchscript":
         if guess is None:
             raise ClipError(f"{path}: OpenAI archive of an unsupported CLIP model ({described})")
-        arch = f"{guess}-quickgelu"
-    if arch is None and guess is not None and guess.startswith("EVA"):
-        arch = guess
-    if "config" in info and (
-        arch is None or (arch not in open_clip.list_models() and not arch.endswith(".json"))
-    ):
-        # the file's own model config (a model folder's, or save_clip's metadata), as a config file
-        text = json.dumps(info["config"], sort_keys=True)
-        folder = _cache_dir("clip-configs") / hashlib.sha256(text.encode()).hexdigest()[:16]
-        config = folder / f"{arch or 'open_clip_config'}.json"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(text)
-        arch = str(config)
-    if arch is None:
+        name = f"{guess}-quickgelu"
+    elif guess is not None and guess.startswith("EVA"):
+        name = guess
+    if name is None:
         hint = (
             f" (it looks like {guess}: --clip-arch {guess}-quickgelu for OpenAI's weights, "
             f"--clip-arch {guess} for OpenCLIP's)"
@@ -338,9 +378,17 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
             else ""
         )
         raise ClipError(f"{path}: a state dict of {described}; say which open_clip architecture it is{hint}")
-    name = _register_config(arch)
-    with _quiet_random_init():
-        model = open_clip.create_model(name, pretrained=None, device="cpu")
+    if info["format"] == "openai-torchscript" and "quickgelu" not in name:
+        warnings.warn(
+            f"{path} is OpenAI's, trained with QuickGELU; {name} uses GELU (accuracy suffers): "
+            f"use {name}-quickgelu",
+            stacklevel=2,
+        )
+    try:
+        with _quiet_random_init():
+            model = open_clip.create_model(name, pretrained=None, device="cpu")
+    except Exception as exc:  # open_clip's own errors for configs it cannot build
+        raise ClipError(f"{path}: open_clip cannot build {name} ({type(exc).__name__}: {exc})") from None
     state = _fit_state(state, model, open_clip)
     missing, unexpected = _compare(model.state_dict(), state)
     if missing or unexpected or any(state[k].shape != v.shape for k, v in model.state_dict().items()):
@@ -354,8 +402,13 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
             f"{path}: the weights ({described}) do not fit open_clip's {name}: " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=True)
-    tokenizer = open_clip.get_tokenizer(name)
-    return ClipModel(model.float(), tokenizer, name, path, device)
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as exc:  # e.g. a Hugging Face tokenizer that is not on this machine
+        raise ClipError(
+            f"{path}: no tokenizer for {name} without downloading ({type(exc).__name__}: {exc})"
+        ) from None
+    return ClipModel(model.float(), tokenizer, name, info.get("file", path), device)
 
 
 class _quiet_random_init(logging.Filter):
@@ -392,6 +445,7 @@ def save_clip(model, path: str | os.PathLike, arch: str) -> None:
 
 
 def _cache_dir(kind: str) -> Path:
+    """``$EVSTREAM_CACHE/kind`` (default ``~/.cache/evstream/kind``)."""
     return Path(os.environ.get("EVSTREAM_CACHE", Path.home() / ".cache" / "evstream")) / kind
 
 
