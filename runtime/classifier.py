@@ -174,13 +174,12 @@ class ClipStreamClassifier:
     image_input = True  # the model's input is an event image, not the histogram (for the viewer)
 
     def __init__(self, zeroshot, sensor_size: tuple[int, int], *, top_k: int = 3):
-        from ..models.clip import preprocess as pp
+        from ..models.clip.zeroshot import WINDOW_EVENTS
 
         self.zs = zeroshot
         self.classes = zeroshot.labels
         self.width, self.height = int(sensor_size[0]), int(sensor_size[1])
-        events = pp.EZSR_WINDOW if zeroshot.preprocess == "ezsr" else pp.EVENTCLIP_CHUNK
-        self.meta = {"stream_window": {"kind": "count", "events": events}}
+        self.meta = {"stream_window": {"kind": "count", "events": WINDOW_EVENTS[zeroshot.preprocess]}}
         self.hist = Histogram(self.width, self.height)
         self.top_k = max(1, min(top_k, len(self.classes)))
         self.logits = np.zeros(len(self.classes), np.float32)

@@ -149,14 +149,13 @@ def _positive_int(text: str) -> int:
 def _classifier_for(args, source):
     """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
     when it fits the source's sensor, else none."""
+    _check_clip_options(args)
     if args.no_model:
         if args.model:
             raise ValueError("--no-model and --model contradict each other")
-        _check_clip_options(args)
         return None, None
     from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
-    _check_clip_options(args)
     if not args.model and tuple(DEFAULT_SENSORS["nmnist"]) != (source.width, source.height):
         w, h = DEFAULT_SENSORS["nmnist"]
         return None, (

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..train import accuracy
-from .zeroshot import ZeroShotClassifier
+from .zeroshot import ZeroShotClassifier, clip_inputs
 
 
 class _ClipInputs(Dataset):
@@ -24,15 +24,9 @@ class _ClipInputs(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        from . import preprocess as pp
-
         events, label = self.dataset._read(i)  # honours the dataset's skip_bad
         width, height = self.dataset.sensor_size
-        if self.preprocess == "ezsr":
-            images, mode = [pp.ezsr_image(pp.ezsr_window(events), width, height)], "nearest"
-        else:
-            images, mode = pp.eventclip_images(events, width, height), "bicubic"
-        return torch.stack([pp.clip_input(im, self.image_size, mode) for im in images]), label
+        return clip_inputs(events, width, height, self.preprocess, self.image_size), label
 
 
 def _collate(items):

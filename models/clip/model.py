@@ -90,11 +90,10 @@ def _read_config_file(path: Path) -> dict:
     if not path.is_file():
         raise ClipError(f"{path}: no such model config file")
     try:
-        return _check_config(json.loads(path.read_text()), path)
+        config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        if isinstance(exc, ClipError):
-            raise
         raise ClipError(f"{path}: not a JSON model config ({exc})") from None
+    return _check_config(config, path)
 
 
 def _register(name: str, config: dict, source) -> str:
@@ -103,15 +102,16 @@ def _register(name: str, config: dict, source) -> str:
     open_clip = _open_clip()
     if not _NAME.fullmatch(name):
         raise ClipError(f"{source}: {name!r} is not a usable architecture name (letters, digits, ._@+-)")
-    if name in _BUILTIN and open_clip.get_model_config(name) != config:
+    if open_clip.get_model_config(name) == config:
+        return name
+    if name in _BUILTIN:
         raise ClipError(
             f"{source}: its config is named {name} but differs from open_clip's {name}; rename it"
         )
-    if open_clip.get_model_config(name) != config:
-        with tempfile.TemporaryDirectory(prefix="evstream-clip-") as folder:
-            file = Path(folder) / f"{name}.json"  # open_clip reads it now and keeps it in memory
-            file.write_text(json.dumps(config))
-            open_clip.add_model_config(file)
+    with tempfile.TemporaryDirectory(prefix="evstream-clip-") as folder:
+        file = Path(folder) / f"{name}.json"  # open_clip reads it now and keeps it in memory
+        file.write_text(json.dumps(config))
+        open_clip.add_model_config(file)
     return name
 
 
@@ -171,11 +171,10 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             info = {"format": "safetensors", "arch": meta.get(ARCH_METADATA_KEY), "file": path}
             if CONFIG_METADATA_KEY in meta:
                 try:
-                    info["config"] = _check_config(json.loads(meta[CONFIG_METADATA_KEY]), path)
+                    config = json.loads(meta[CONFIG_METADATA_KEY])
                 except ValueError as exc:
-                    if isinstance(exc, ClipError):
-                        raise
                     raise ClipError(f"{path}: its model config metadata is not JSON ({exc})") from None
+                info["config"] = _check_config(config, path)
             return state, info
         if is_torchscript(path):
             # OpenAI's archives: only the tensors are read, nothing in the archive runs
@@ -390,9 +389,11 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
     except Exception as exc:  # open_clip's own errors for configs it cannot build
         raise ClipError(f"{path}: open_clip cannot build {name} ({type(exc).__name__}: {exc})") from None
     state = _fit_state(state, model, open_clip)
-    missing, unexpected = _compare(model.state_dict(), state)
-    if missing or unexpected or any(state[k].shape != v.shape for k, v in model.state_dict().items()):
-        wrong = [k for k, v in model.state_dict().items() if k in state and state[k].shape != v.shape]
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
         parts = [
             f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
@@ -423,10 +424,6 @@ class _quiet_random_init(logging.Filter):
 
     def __exit__(self, *exc):
         logging.getLogger().removeFilter(self)
-
-
-def _compare(expected: dict, state: dict) -> tuple[list[str], list[str]]:
-    return sorted(k for k in expected if k not in state), sorted(k for k in state if k not in expected)
 
 
 def save_clip(model, path: str | os.PathLike, arch: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import warnings
 import zipfile
 
 import torch
@@ -103,8 +104,6 @@ def is_torchscript(path) -> bool:
 
 def read_torchscript_tensors(path) -> dict[str, torch.Tensor]:
     """The parameters and buffers of a TorchScript archive's module, by their state-dict names."""
-    import warnings
-
     with zipfile.ZipFile(path) as z:
         roots = [
             n[: -len("/data.pkl")] for n in z.namelist() if n.endswith("/data.pkl") and n.count("/") == 1

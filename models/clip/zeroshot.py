@@ -30,6 +30,27 @@ EVENTCLIP_PROMPT = "a point cloud image of a {}"
 OPENAI_TEMPLATES = "openai-imagenet"
 
 
+#: events per window in the papers (the default count window of ``evstream run``)
+WINDOW_EVENTS = {"eventclip": pp.EVENTCLIP_CHUNK, "ezsr": pp.EZSR_WINDOW}
+
+
+def event_images(events: np.ndarray, width: int, height: int, preprocess: str) -> list[np.ndarray]:
+    """The event images of ``events`` as ``preprocess`` makes them (one for EZSR, one per chunk
+    for EventCLIP)."""
+    if preprocess == "ezsr":
+        return [pp.ezsr_image(pp.ezsr_window(events), width, height)]
+    return pp.eventclip_images(events, width, height)
+
+
+def clip_inputs(events: np.ndarray, width: int, height: int, preprocess: str, size: int) -> torch.Tensor:
+    """CLIP inputs ``(frames, 3, size, size)`` of ``events``: the event images through CLIP's
+    transform (nearest resize for EZSR, bicubic for EventCLIP, as their code does)."""
+    mode = "nearest" if preprocess == "ezsr" else "bicubic"
+    return torch.stack(
+        [pp.clip_input(im, size, mode) for im in event_images(events, width, height, preprocess)]
+    )
+
+
 def default_templates(preprocess: str) -> list[str]:
     return [EVENTCLIP_PROMPT] if preprocess == "eventclip" else openai_templates()
 
@@ -125,15 +146,11 @@ class ZeroShotClassifier:
 
     def images(self, events: np.ndarray, width: int, height: int) -> list[np.ndarray]:
         """The event images (one for EZSR, one per chunk for EventCLIP)."""
-        if self.preprocess == "ezsr":
-            return [pp.ezsr_image(pp.ezsr_window(events), width, height)]
-        return pp.eventclip_images(events, width, height)
+        return event_images(events, width, height, self.preprocess)
 
     def inputs(self, events: np.ndarray, width: int, height: int) -> torch.Tensor:
         """CLIP inputs ``(frames, 3, S, S)``."""
-        mode = "nearest" if self.preprocess == "ezsr" else "bicubic"
-        size = self.clip.image_size
-        return torch.stack([pp.clip_input(im, size, mode) for im in self.images(events, width, height)])
+        return clip_inputs(events, width, height, self.preprocess, self.clip.image_size)
 
     def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(frames, L)`` of each of the CLIP inputs ``(frames, 3, S, S)``."""
