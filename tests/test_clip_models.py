@@ -58,12 +58,35 @@ def tiny_config(folder, name: str = "tiny_vit", config=TINY):
     return path
 
 
-def random_model(arch: str, seed: int = 0, **kwargs):
+def random_model(arch: str, seed: int = 0, compact: bool = False, **kwargs):
+    """A randomly initialised open_clip model. ``compact`` gives a full-size ViT whose files stay
+    small (a few MB instead of 600): see ``compact_parameters``."""
     torch.manual_seed(seed)
     model = open_clip.create_model(arch, pretrained=None, **kwargs).eval()
+    if compact:
+        compact_parameters(model)
     with torch.no_grad():  # a logit scale other than the default, to see it loaded
         model.logit_scale.fill_(math.log(42.0))
     return model
+
+
+def compact_parameters(model) -> None:
+    """Make every parameter of ``model`` a strided view of a short random vector of the parameter's
+    mean and spread: element ``[i, j, .., k]`` is ``pool[5 i + 3 j + .. + k]``. Rows and channels
+    still differ (no layer sees constant input), but torch.save and TorchScript archives store only
+    the short vectors. CI machines may have little free disk; a ViT-B/32 written in full is 600 MB."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None or p.dim() == 0:
+                continue
+            p = p.detach()
+            strides = [5 if k % 2 == 0 else 3 for k in range(p.dim() - 1)] + [1]
+            extent = 1 + sum((n - 1) * s for n, s in zip(p.shape, strides, strict=True))
+            spread = float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 0.02
+            pool = torch.randn(extent) * spread + float(p.mean())
+            module._parameters[name] = torch.nn.Parameter(
+                pool.as_strided(p.shape, strides), requires_grad=False
+            )
 
 
 @pytest.fixture
@@ -142,7 +165,7 @@ def test_the_vit_geometry_is_read_from_the_weights(arch):
 
 
 def test_a_vit_b32_state_dict_needs_its_activation_named(tmp_path):
-    model = random_model("ViT-B-32-quickgelu")
+    model = random_model("ViT-B-32-quickgelu", compact=True)
     path = tmp_path / "openai_b32_state_dict.pt"
     # as OpenAI's archives hold them, with three integer entries that are not parameters
     extra = {
@@ -166,7 +189,7 @@ def script(model, path) -> None:
 
 def test_openai_torchscript_archives_load_as_quickgelu_vits(tmp_path):
     """OpenAI distributes TorchScript archives; the parameters are read, the code is not run."""
-    model = random_model("ViT-B-32-quickgelu")
+    model = random_model("ViT-B-32-quickgelu", compact=True)
     archive = tmp_path / "ViT-B-32.pt"
     script(model, archive)
     clip = load_clip(archive)
@@ -209,7 +232,7 @@ def test_torchscript_archives_are_read_without_running_them(tiny, tmp_path, caps
 
 
 def test_openai_archives_warn_when_named_with_gelu(tmp_path):
-    model = random_model("ViT-B-32-quickgelu")
+    model = random_model("ViT-B-32-quickgelu", compact=True)
     archive = tmp_path / "ViT-B-32.pt"
     script(model, archive)
     with pytest.warns(UserWarning, match="trained with QuickGELU; ViT-B-32 uses GELU"):
