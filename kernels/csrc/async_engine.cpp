@@ -20,37 +20,67 @@ void require(bool ok, const std::string& what) {
     if (!ok) throw std::invalid_argument(what);
 }
 
-// RB rows x CB columns (from j0) of out += in . w, accumulated in registers.
-template <int RB, int CB>
-EVS_INLINE void gemm_block(const float* const* a, float* const* c, const float* w, int cin, int cout, int j0) {
+// Weights are packed in panels of kPanel output columns (see pack_panels): a product sweeping the
+// input channels for a block of columns reads one contiguous stretch of memory, which the
+// hardware prefetchers follow (read row by row, the same sweep jumps cout floats per channel and
+// the big layers wait on their weights).
+
+// RB rows x CB columns of out += in . w, accumulated in registers: panel columns [jj, jj + CB) of
+// the panel at pw (ldw columns wide), output columns from p0 + jj.
+template <int RB, int CB, int LDW = 0>
+EVS_INLINE void gemm_block(const float* const* a, float* const* c, const float* pw, int cin, int ldw, int jj,
+                           int p0) {
+    if constexpr (LDW > 0) ldw = LDW;  // a full panel: the stride known at compile time
     float acc[RB][CB] = {};
     for (int k = 0; k < cin; ++k) {
-        const float* wr = w + size_t(k) * size_t(cout) + size_t(j0);
+        const float* wr = pw + size_t(k) * size_t(ldw) + size_t(jj);
         for (int r = 0; r < RB; ++r) {
             const float x = a[r][k];
             for (int j = 0; j < CB; ++j) acc[r][j] += x * wr[j];
         }
     }
     for (int r = 0; r < RB; ++r)
-        for (int j = 0; j < CB; ++j) c[r][j0 + j] += acc[r][j];
+        for (int j = 0; j < CB; ++j) c[r][p0 + jj + j] += acc[r][j];
+}
+
+// The panels that output columns [j_begin, j_end) of a packed cin x cout matrix span: for each,
+// its weights, width, first and end column within it, and its first output column. (A loop
+// rather than a callback: lambdas would not inherit the products' target instruction sets.)
+struct PanelSpan {
+    const float* w;
+    int width, first, end, p0;
+};
+
+EVS_INLINE PanelSpan panel_at(const float* w, int cin, int cout, int j, int j_end) {
+    const int p = j / kPanel, p0 = p * kPanel;
+    const int width = std::min(kPanel, cout - p0), end = std::min(j_end, p0 + width);
+    return {w + size_t(p) * size_t(cin) * size_t(kPanel), width, j - p0, end - p0, p0};
 }
 
 // Columns [j_begin, j_end) of RB rows.
 template <int RB, int CB>
 EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const float* w, int cin, int cout, int j_begin,
                                 int j_end) {
-    int j0 = j_begin;
-    for (; j0 + CB <= j_end; j0 += CB) gemm_block<RB, CB>(a, c, w, cin, cout, j0);
-    if constexpr (CB > 16)
-        for (; j0 + 16 <= j_end; j0 += 16) gemm_block<RB, 16>(a, c, w, cin, cout, j0);
-    for (; j0 + 8 <= j_end; j0 += 8) gemm_block<RB, 8>(a, c, w, cin, cout, j0);
-    if (j0 == j_end) return;
-    for (int r = 0; r < RB; ++r)
-        for (int k = 0; k < cin; ++k) {
-            const float x = a[r][k];
-            const float* wr = w + size_t(k) * size_t(cout);
-            for (int j = j0; j < j_end; ++j) c[r][j] += x * wr[j];
-        }
+    for (int j = j_begin; j < j_end;) {
+        const PanelSpan ps = panel_at(w, cin, cout, j, j_end);
+        const float* pw = ps.w;
+        const int ldw = ps.width, jend = ps.end, p0 = ps.p0;
+        int jj = ps.first;
+        j = p0 + jend;
+        if (ldw == kPanel)
+            for (; jj + CB <= jend; jj += CB) gemm_block<RB, CB, kPanel>(a, c, pw, cin, ldw, jj, p0);
+        for (; jj + CB <= jend; jj += CB) gemm_block<RB, CB>(a, c, pw, cin, ldw, jj, p0);
+        if constexpr (CB > 16)
+            for (; jj + 16 <= jend; jj += 16) gemm_block<RB, 16>(a, c, pw, cin, ldw, jj, p0);
+        for (; jj + 8 <= jend; jj += 8) gemm_block<RB, 8>(a, c, pw, cin, ldw, jj, p0);
+        if (jj == jend) continue;
+        for (int r = 0; r < RB; ++r)
+            for (int k = 0; k < cin; ++k) {
+                const float x = a[r][k];
+                const float* wr = pw + size_t(k) * size_t(ldw);
+                for (int q = jj; q < jend; ++q) c[r][p0 + q] += x * wr[q];
+            }
+    }
 }
 
 // Blocks of RB rows share each weight they load. The products are memory-bound on the weights,
@@ -128,6 +158,23 @@ const Gemm& gemm() {
 }
 
 }  // namespace
+
+void pack_panels(std::vector<float>& w, int blocks, int cin, int cout) {
+    std::vector<float> packed(w.size());
+    const size_t block = size_t(cin) * size_t(cout);
+    for (int b = 0; b < blocks; ++b) {
+        const float* src = w.data() + size_t(b) * block;
+        float* dst = packed.data() + size_t(b) * block;
+        for (int p0 = 0; p0 < cout; p0 += kPanel) {
+            const int width = std::min(kPanel, cout - p0);
+            float* panel = dst + size_t(p0) * size_t(cin);
+            for (int k = 0; k < cin; ++k)
+                std::copy(src + size_t(k) * size_t(cout) + size_t(p0), src + size_t(k) * size_t(cout) + size_t(p0 + width),
+                          panel + size_t(k) * size_t(width));
+        }
+    }
+    w.swap(packed);
+}
 
 void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
     gemm().fn(m, a, c, w, cin, cout, j0, j1);
@@ -216,6 +263,7 @@ ConvLayer::ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int strid
     require(w_.size() == size_t(ksize) * size_t(ksize) * size_t(cin) * size_t(cout),
             "convolution weights must have ksize*ksize*cin*cout values");
     require(b_.size() == size_t(cout), "convolution bias must have cout values");
+    pack_panels(w_, ksize * ksize, cin, cout);
     int oh = (in_h + 2 * padding - ksize) / stride + 1, ow = (in_w + 2 * padding - ksize) / stride + 1;
     if (mode == ConvMode::Submanifold) {
         require(stride == 1 && 2 * padding + 1 == ksize, "a submanifold convolution keeps the map size");
@@ -359,9 +407,9 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         }
     };
     const uint64_t macs = (delta_rules + new_rules) * uint64_t(cin_) * uint64_t(cout_);
-    if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ >= 32)
+    if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ > kPanel)
         workers->run([&](int t, int n) {
-            const int band = (cout_ / n + 15) / 16 * 16;  // multiples of 16 columns
+            const int band = (cout_ / n + kPanel - 1) / kPanel * kPanel;  // whole weight panels
             const int j0 = std::min(cout_, t * band), j1 = t == n - 1 ? cout_ : std::min(cout_, (t + 1) * band);
             if (j0 < j1) products(j0, j1);
         });
@@ -485,6 +533,7 @@ LinearLayer::LinearLayer(int in_h, int in_w, int channels, int outputs, std::vec
     require(w_.size() == size_t(sites_) * size_t(c_) * size_t(n_),
             "linear weights must have sites*channels*outputs values");
     require(b_.size() == size_t(n_), "linear bias must have one value per output");
+    pack_panels(w_, sites_, c_, n_);
     out_.allocate(1, 1, outputs);
     cone_.resize(1);
     old_.resize(size_t(n_));

@@ -157,7 +157,8 @@ enum class ConvMode { Submanifold, Sparse, Dense };
 
 class ConvLayer : public Layer {
    public:
-    // weights: ksize * ksize * cin * cout (offset (dy, dx) major, then input, then output channel).
+    // weights: ksize * ksize * cin * cout (offset (dy, dx) major, then input, then output channel);
+    // kept packed in panels (pack_panels).
     ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int stride, int padding, ConvMode mode,
               bool relu, std::vector<float> weights, std::vector<float> bias);
     std::string kind() const override;
@@ -258,7 +259,13 @@ class Engine {
     std::vector<int32_t> input_cone_;
 };
 
-// Columns [j0, j1) of out_rows[r][.] += in_rows[r][0:cin] . w (cin x cout), for r < m.
+// Output columns per weight panel: a cin x cout weight matrix is stored as ceil(cout / kPanel)
+// panels, panel p holding columns [p * kPanel, ...) row by row (cin x width, contiguous).
+constexpr int kPanel = 32;
+// Packs `blocks` consecutive row-major cin x cout matrices into panels, in place.
+void pack_panels(std::vector<float>& w, int blocks, int cin, int cout);
+
+// Columns [j0, j1) of out_rows[r][.] += in_rows[r][0:cin] . w (cin x cout, packed), for r < m.
 void gemm_rows(size_t m, const float* const* in_rows, float* const* out_rows, const float* w, int cin, int cout, int j0,
                int j1);
 // The instruction set gemm_rows uses on this CPU: "avx512", "avx2" or "portable".
