@@ -108,8 +108,11 @@ EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, cons
     size_t r = 0;
     for (; r + RB <= m; r += RB) gemm_rows_block<RB, CB>(a + r, c + r, w, cin, cout, j0, j1);
     const size_t rest = m - r;
+    if constexpr (RB > 8) {
+        if (rest > 8) return gemm_padded<RB, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
+    }
     if constexpr (RB > 4) {
-        if (rest > 4) return gemm_padded<RB, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
+        if (rest > 4) return gemm_padded<8, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
     }
     if (rest > 2) return gemm_padded<4, CB>(rest, a + r, c + r, w, cin, cout, j0, j1);
     for (; r < m; ++r) gemm_rows_block<1, CB>(a + r, c + r, w, cin, cout, j0, j1);
@@ -131,7 +134,7 @@ __attribute__((target("arch=x86-64-v3"))) void gemm_avx2(size_t m, const float* 
 }
 __attribute__((target("arch=x86-64-v4"))) void gemm_avx512(size_t m, const float* const* a, float* const* c,
                                                              const float* w, int cin, int cout, int j0, int j1) {
-    gemm_impl<8, 32>(m, a, c, w, cin, cout, j0, j1);
+    gemm_impl<12, 32>(m, a, c, w, cin, cout, j0, j1);
 }
 #endif
 
