@@ -43,9 +43,10 @@ EVS_INLINE void gemm_block(const float* const* a, float* const* c, const float* 
         for (int j = 0; j < CB; ++j) c[r][p0 + jj + j] += acc[r][j];
 }
 
-// The panels that output columns [j_begin, j_end) of a packed cin x cout matrix span: for each,
-// its weights, width, first and end column within it, and its first output column. (A loop
-// rather than a callback: lambdas would not inherit the products' target instruction sets.)
+// The panel of a packed cin x cout matrix that holds output column j: its weights, its width, the
+// part of [j, j_end) it holds (first and end column, within the panel) and its first output
+// column. Callers loop over the panels themselves: a callback (lambda) would not inherit the
+// instruction set the products are compiled for.
 struct PanelSpan {
     const float* w;
     int width, first, end, p0;
