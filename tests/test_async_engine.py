@@ -339,6 +339,40 @@ def test_threads_give_identical_results():
     assert_matches_torch(engines[2], model, x, "threads=3")
 
 
+def test_every_product_kernel_equals_torch():
+    """The products are compiled for AVX-512, AVX2 and portable x86-64 and the best the CPU runs is
+    picked; set_gemm_kernel chooses another, so each one this CPU runs is checked here (register
+    blocks of 12, 3 and 3 rows, padded remainders, partial weight panels, 1 and 2 threads)."""
+    from evstream.kernels._core import AsyncEngine
+
+    best, kernels = AsyncEngine.gemm_kernel, AsyncEngine.gemm_kernels
+    assert kernels[0] == best and kernels[-1] == "portable"
+    arch = Architecture("wide", 24, 24, (Conv(48), Conv(40), MaxPool(3, 2), Conv(96)), 72, 7)
+    model = random_model(arch, seed=21)
+    try:
+        for name in kernels:
+            AsyncEngine.set_gemm_kernel(name)
+            assert AsyncEngine.gemm_kernel == name
+            engines = [AsyncSparseVGG(model, threads=n) for n in (1, 2)]
+            rng = np.random.default_rng(22)
+            x = np.zeros((2, arch.height, arch.width), np.float32)
+            for step in range(25):
+                k = int(rng.integers(1, 40))
+                ys, xs = rng.integers(0, arch.height, k), rng.integers(0, arch.width, k)
+                x[:, ys, xs] = 0 if step % 4 == 3 else rng.integers(1, 3, (2, k))
+                for e in engines:
+                    e.update(*sites_values(x, ys, xs))
+                if step % 8 == 0:
+                    assert_matches_torch(engines[0], model, x, f"{name} step {step}")
+            np.testing.assert_array_equal(engines[0].logits(), engines[1].logits())
+            assert_matches_torch(engines[1], model, x, f"{name} threads=2")
+    finally:
+        AsyncEngine.set_gemm_kernel(best)
+    assert AsyncEngine.gemm_kernel == best
+    with pytest.raises(ValueError, match="unknown product kernel 'neon'"):
+        AsyncEngine.set_gemm_kernel("neon")
+
+
 def test_sparse_strided_convolution_equals_torch():
     """The engine's sparse (non-submanifold) strided convolution: an output is active when its
     window holds an active input; after random updates it equals a masked dense convolution."""

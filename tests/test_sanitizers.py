@@ -51,7 +51,11 @@ def _build_and_run(tmp_path: Path, sanitizers: str, sources: list[Path]) -> str:
 
 @pytest.mark.parametrize("sanitizers", SANITIZERS)
 def test_engine_runs_clean_under_sanitizers(tmp_path, sanitizers):
-    _build_and_run(tmp_path, sanitizers, [DRIVERS / "engine_check.cpp", CSRC / "async_engine.cpp"])
+    out = _build_and_run(tmp_path, sanitizers, [DRIVERS / "engine_check.cpp", CSRC / "async_engine.cpp"])
+    from evstream.kernels._core import AsyncEngine
+
+    # every product kernel this CPU runs went through the updates
+    assert f"({len(AsyncEngine.gemm_kernels)} kernels)" in out, out
 
 
 @pytest.mark.parametrize("sanitizers", SANITIZERS)

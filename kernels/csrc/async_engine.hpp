@@ -268,7 +268,14 @@ void pack_panels(std::vector<float>& w, int blocks, int cin, int cout);
 // Columns [j0, j1) of out_rows[r][.] += in_rows[r][0:cin] . w (cin x cout, packed), for r < m.
 void gemm_rows(size_t m, const float* const* in_rows, float* const* out_rows, const float* w, int cin, int cout, int j0,
                int j1);
-// The instruction set gemm_rows uses on this CPU: "avx512", "avx2" or "portable".
+// The instruction set gemm_rows uses: "avx512", "avx2" or "portable" (the best this CPU runs,
+// unless set_gemm_kernel chose another).
 const char* gemm_kernel();
+// The kernels this CPU runs, best first.
+std::vector<std::string> gemm_kernels();
+// Makes every engine use kernel `name` (one of gemm_kernels(); for tests and benchmarks of the
+// other code paths). Throws std::invalid_argument for an unknown or unsupported one. Not to be
+// called while an update runs.
+void set_gemm_kernel(const std::string& name);
 
 }  // namespace evs::async

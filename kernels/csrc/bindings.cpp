@@ -361,7 +361,21 @@ void bind_async(py::module_& m) {
             "dense_flops = asynchronous dense over the cone of influence, nanoseconds = time of the update).")
         .def_property_readonly_static(
             "gemm_kernel", [](const py::object&) { return std::string(async::gemm_kernel()); },
-            "Instruction set of the engine's matrix products on this CPU (avx512, avx2 or portable).");
+            "Instruction set of the engine's matrix products (avx512, avx2 or portable): the best this "
+            "CPU runs, unless set_gemm_kernel chose another.")
+        .def_property_readonly_static(
+            "gemm_kernels",
+            [](const py::object&) {
+                py::list out;
+                for (const auto& name : async::gemm_kernels()) out.append(name);
+                return out;
+            },
+            "The product kernels this CPU runs, best first.")
+        .def_static(
+            "set_gemm_kernel", [](const std::string& name) { async::set_gemm_kernel(name); }, py::arg("name"),
+            "Makes every engine use the product kernel `name` (one of gemm_kernels; for tests and benchmarks "
+            "of the other code paths). ValueError for an unknown or unsupported one. Not to be called while "
+            "an update runs.");
 }
 
 }  // namespace
