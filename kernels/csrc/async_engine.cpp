@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <iterator>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -70,9 +70,10 @@ EVS_INLINE void gemm_rows_block(const float* const* a, float* const* c, const fl
         const int ldw = ps.width, jend = ps.end, p0 = ps.p0;
         int jj = ps.first;
         j = p0 + jend;
-        if (ldw == kPanel)
+        if (ldw == kPanel)  // a full panel (all but the last when cout is no multiple of kPanel)
             for (; jj + CB <= jend; jj += CB) gemm_block<RB, CB, kPanel>(a, c, pw, cin, ldw, jj, p0);
-        for (; jj + CB <= jend; jj += CB) gemm_block<RB, CB>(a, c, pw, cin, ldw, jj, p0);
+        else
+            for (; jj + CB <= jend; jj += CB) gemm_block<RB, CB>(a, c, pw, cin, ldw, jj, p0);
         if constexpr (CB > 16)
             for (; jj + 16 <= jend; jj += 16) gemm_block<RB, 16>(a, c, pw, cin, ldw, jj, p0);
         for (; jj + 8 <= jend; jj += 8) gemm_block<RB, 8>(a, c, pw, cin, ldw, jj, p0);
