@@ -197,6 +197,18 @@ def test_openai_torchscript_archives_load_as_quickgelu_vits(tmp_path):
     same_model(clip.model, model, size=224)
 
 
+@pytest.mark.parametrize("arch", ["ViT-B-16", "ViT-L-14"])
+def test_larger_openai_vits_load_in_full(arch, tmp_path):
+    """ViT-B/16 and ViT-L/14 archives (full size, compact parameters) load with their geometry read
+    from the weights and give the saved model's embeddings."""
+    model = random_model(f"{arch}-quickgelu", compact=True)
+    archive = tmp_path / f"{arch}.pt"
+    script(model, archive)
+    clip = load_clip(archive)
+    assert clip.arch == f"{arch}-quickgelu" and clip.image_size == 224
+    same_model(clip.model, model, size=224)
+
+
 def test_a_torchscript_archive_of_an_unknown_model_is_refused(tiny, tmp_path):
     _, model, _ = tiny
     archive = tmp_path / "odd.pt"
