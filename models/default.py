@@ -6,9 +6,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def cache_dir(kind: str) -> Path:
+    """evstream's cache folder for ``kind`` (generated data, never in git):
+    ``$EVSTREAM_CACHE/kind``, by default ``~/.cache/evstream/kind``."""
+    return Path(os.environ.get("EVSTREAM_CACHE", Path.home() / ".cache" / "evstream")) / kind
+
 
 #: dataset -> bundled checkpoint
 DEFAULT_CHECKPOINTS = {"nmnist": ASSETS / "nmnist_vgg.pt"}

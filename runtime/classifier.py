@@ -169,8 +169,7 @@ class ClipStreamClassifier:
     histogram, for the viewer), ``mode``, ``dense``, ``identity``."""
 
     dense = True
-    identity = True
-    rows = cols = None
+    identity = True  # the viewer shows the histogram as it is (no rows / cols mapping)
     image_input = True  # the model's input is an event image, not the histogram (for the viewer)
 
     def __init__(self, zeroshot, sensor_size: tuple[int, int], *, top_k: int = 3):
@@ -184,6 +183,7 @@ class ClipStreamClassifier:
         self.top_k = max(1, min(top_k, len(self.classes)))
         self.logits = np.zeros(len(self.classes), np.float32)
         self.mode = zeroshot.describe()
+        zeroshot.clip.image_flops()  # counted now (a forward pass), not in the first window's time
 
     def step(self, enter: np.ndarray, leave: np.ndarray, window: np.ndarray | None = None) -> Prediction:
         if window is None:

@@ -172,12 +172,11 @@ def decode(frames: list) -> Message:
     if len(payload) != count * layout.itemsize:
         raise WireError(f"payload has {len(payload)} bytes, header says {count} x {layout.itemsize}")
     raw = np.frombuffer(payload, dtype=layout, count=count)
+    # Range checks on the values as sent, before any conversion could wrap them around.
+    bad = _outside(raw["x"], width) | _outside(raw["y"], height) | _outside(raw["p"], 2)
     if layout == EVENT_DTYPE:
         events = raw
-        bad = (raw["x"] >= width) | (raw["y"] >= height) | (raw["p"] > 1)
     else:
-        # Range checks on the values as sent, before any conversion could wrap them around.
-        bad = _outside(raw["x"], width) | _outside(raw["y"], height) | _outside(raw["p"], 2)
         t = raw["t"]
         if t.dtype.kind == "u" and t.dtype.itemsize == 8:
             bad |= t > np.iinfo(np.int64).max

@@ -31,10 +31,10 @@ from test_fuzz import _aedat2_seed, _aedat3_seed, _es_seed, _evt21_seed  # noqa:
 
 from conftest import random_events  # noqa: E402
 from evstream.replay import open_writer  # noqa: E402
+from evstream.replay.aedat4_format import MAGIC as AEDAT4_MAGIC  # noqa: E402
 
 OUT = HERE / "data" / "corpus"
 W, H = 34, 34
-AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
 
 
 def _events(n=120):
@@ -295,8 +295,8 @@ def main() -> None:
         huge = ("\n".join(lines) + "\n").encode("latin1") + data[head:]
         add(f"{fmt}__geometry_4G.{ext}", fmt, huge, "sensor 4e9x4e9 declared", None)
 
-    _write_manifest(manifest)
-    record_outcomes()
+    _write_manifest(manifest)  # the worker reads the files the manifest lists
+    record_outcomes(manifest)
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"{len(manifest)} files, {total / 1024:.0f} KiB in {OUT}")
 
@@ -329,10 +329,10 @@ def run_worker(corpus: Path, limit_mb: int = 512, timeout_s: float = 20.0) -> li
     return rows
 
 
-def record_outcomes() -> None:
-    """Stores each file's outcomes (reader forced, format detected) in MANIFEST.json, after
-    checking that every one of them is acceptable (tests/test_corpus.py checks the same)."""
-    manifest = json.loads((OUT / "MANIFEST.json").read_text())
+def record_outcomes(manifest: list[dict]) -> None:
+    """Stores each file's outcomes (reader forced, format detected) in ``manifest`` and
+    MANIFEST.json, after checking that every one of them is acceptable (tests/test_corpus.py
+    checks the same)."""
     rows = {(r["file"], r["mode"]): r for r in run_worker(OUT) if "result" in r}
     for entry in manifest:
         for mode in ("forced", "detected"):

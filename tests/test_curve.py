@@ -3,13 +3,13 @@ loopback, and publishers or subscribers without the matching keys refused."""
 
 from __future__ import annotations
 
-import socket
 import stat
 import threading
 
 import numpy as np
 import pytest
 
+from conftest import free_port
 from evstream.runtime.cli import main
 from evstream.runtime.curve import CurveKeyError, generate_keys
 from evstream.runtime.publish import publish
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CUR
 
 
 def _url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

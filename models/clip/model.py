@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..default import cache_dir
 from .torchscript import TorchScriptError, is_torchscript, read_torchscript_tensors
 
 #: open_clip architectures of the OpenAI / OpenCLIP ViTs, keyed by (width, patch, layers, image size).
@@ -247,11 +248,11 @@ def convert_eva_clip(state: dict[str, torch.Tensor], model) -> dict[str, torch.T
     return out
 
 
-def _fit_state(state: dict[str, torch.Tensor], model, open_clip) -> dict[str, torch.Tensor]:
+def _fit_state(state: dict[str, torch.Tensor], model, expected: dict) -> dict[str, torch.Tensor]:
+    """``state`` in the key names of ``model`` (whose own state dict is ``expected``)."""
     from open_clip.model import CustomTextCLIP, convert_to_custom_text_state_dict
 
     # OpenAI's integer entries and causal masks are not weights: open_clip builds its own
-    expected = model.state_dict()
     state = {
         k: v
         for k, v in state.items()
@@ -388,8 +389,8 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
             model = open_clip.create_model(name, pretrained=None, device="cpu")
     except Exception as exc:  # open_clip's own errors for configs it cannot build
         raise ClipError(f"{path}: open_clip cannot build {name} ({type(exc).__name__}: {exc})") from None
-    state = _fit_state(state, model, open_clip)
     expected = model.state_dict()
+    state = _fit_state(state, model, expected)
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)
     wrong = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
@@ -409,7 +410,7 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
         raise ClipError(
             f"{path}: no tokenizer for {name} without downloading ({type(exc).__name__}: {exc})"
         ) from None
-    return ClipModel(model.float(), tokenizer, name, info.get("file", path), device)
+    return ClipModel(model.float(), tokenizer, name, info["file"], device)
 
 
 class _quiet_random_init(logging.Filter):
@@ -441,11 +442,6 @@ def save_clip(model, path: str | os.PathLike, arch: str) -> None:
     save_file(state, str(path), metadata=meta)
 
 
-def _cache_dir(kind: str) -> Path:
-    """``$EVSTREAM_CACHE/kind`` (default ``~/.cache/evstream/kind``)."""
-    return Path(os.environ.get("EVSTREAM_CACHE", Path.home() / ".cache" / "evstream")) / kind
-
-
 class TextEmbeddings:
     """Class embeddings from prompts: each label in every template, each prompt's embedding
     normalised, averaged over the templates and normalised again (CLIP's zero-shot recipe; one
@@ -475,7 +471,7 @@ class TextEmbeddings:
         key = cls.key(clip, labels, templates)
         if cache and key in cls._memory:
             return cls._memory[key], "memory"
-        file = _cache_dir("clip-text") / f"{key}.npy"
+        file = cache_dir("clip-text") / f"{key}.npy"
         if cache and file.is_file():
             try:
                 arr = np.load(file, allow_pickle=False)

@@ -101,8 +101,10 @@ def parse_labels(text: str) -> list[str]:
 def dataset_labels(dataset) -> list[str]:
     """Words for a dataset's classes: ImageNet's names (open_clip's) for N-ImageNet WordNet ids,
     digit names for N-MNIST, otherwise the class names with underscores as spaces."""
+    from ..datasets.nimagenet import WNID
+
     classes = list(dataset.classes)
-    if all(c.startswith("n") and c[1:].isdigit() and len(c) == 9 for c in classes):
+    if all(WNID.fullmatch(c) for c in classes):
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
         from timm.data import ImageNetInfo
 
@@ -144,10 +146,6 @@ class ZeroShotClassifier:
             clip, self.labels, self.templates, cache=cache, progress=progress
         )
 
-    def images(self, events: np.ndarray, width: int, height: int) -> list[np.ndarray]:
-        """The event images (one for EZSR, one per chunk for EventCLIP)."""
-        return event_images(events, width, height, self.preprocess)
-
     def inputs(self, events: np.ndarray, width: int, height: int) -> torch.Tensor:
         """CLIP inputs ``(frames, 3, S, S)``."""
         return clip_inputs(events, width, height, self.preprocess, self.clip.image_size)
@@ -161,7 +159,7 @@ class ZeroShotClassifier:
 
     def logits_of_inputs(self, x: torch.Tensor) -> np.ndarray:
         """Class logits ``(L,)`` from CLIP inputs ``(frames, 3, S, S)``, averaged over the frames."""
-        return self.frame_logits(x).mean(dim=0).numpy()
+        return self.batch_logits([x])[0].numpy()
 
     def batch_logits(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """:meth:`logits_of_inputs` of several recordings at once (one image-encoder batch): ``(B, L)``."""

@@ -26,7 +26,8 @@ NIMAGENET_VARIANTS = {
     8: "val_brightness_6",
     9: "val_brightness_7",
 }
-_WNID = re.compile(r"n\d{8}")
+#: a WordNet id, as N-ImageNet names its classes
+WNID = re.compile(r"n\d{8}")
 
 
 def nimagenet_variant_folder(root: str | os.PathLike, variant: int | str) -> Path:
@@ -82,7 +83,7 @@ def _read_nimagenet_list(list_path: Path, root: Path) -> list[tuple[Path, str, i
             elif not path.is_absolute():
                 path = root / path
         wnid = path.parent.name
-        if not _WNID.fullmatch(wnid):
+        if not WNID.fullmatch(wnid):
             raise ValueError(
                 f"{list_path}, line {lineno}: cannot tell the class of {line!r}: the file's folder must "
                 f"be a WordNet id like n01440764, got {wnid!r}"
@@ -195,7 +196,7 @@ def nimagenet(
 
 
 def _wnid_folders(folder: Path) -> list[str]:
-    wnids = [d for d in _subfolders(folder) if _WNID.fullmatch(d)]
+    wnids = [d for d in _subfolders(folder) if WNID.fullmatch(d)]
     if not wnids:
         raise FileNotFoundError(f"N-ImageNet at {folder}: no WordNet-id class folders (nXXXXXXXX)")
     return wnids

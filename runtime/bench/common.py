@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ...models.default import cache_dir
+
 #: the real recordings (``EVSTREAM_SHARED_DATA``, else ``../shared/data`` beside a checkout); the
 #: benchmarks use them when present and fall back to synthetic recordings
 SHARED = Path(os.environ.get("EVSTREAM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-CACHE = Path(os.environ.get("EVSTREAM_CACHE", Path.home() / ".cache" / "evstream")) / "bench"
+CACHE = cache_dir("bench")
 
 
 def cpu_model() -> str:

@@ -126,6 +126,11 @@ struct Format {
     std::function<bool(const uint8_t*, size_t)> parallel;  // decode() of this block uses two threads
 };
 
+// Whether (x, y) lies on the sensor (any coordinate does when its size is not given).
+bool inside(const Format& f, uint32_t x, uint32_t y) {
+    return (f.width == 0 || x < f.width) && (f.height == 0 || y < f.height);
+}
+
 template <class D>
 Decoded feed(D dec, const Format& f, const Bytes& data, const std::vector<size_t>& sizes, bool fresh, size_t hint) {
     static const uint8_t dummy = 0;
@@ -143,8 +148,7 @@ Decoded feed(D dec, const Format& f, const Bytes& data, const std::vector<size_t
         const size_t k = out.size() - before;
         const Event* e = out.data() + before;
         for (size_t i = 0; i < k; ++i) {
-            const bool inside = (f.width == 0 || e[i].x < f.width) && (f.height == 0 || e[i].y < f.height);
-            if (!inside || e[i].p > 1 || e[i].t < 0) {
+            if (!inside(f, e[i].x, e[i].y) || e[i].p > 1 || e[i].t < 0) {
                 fail("after %zu of %zu bytes: bad event %s (sensor %ux%u)", off, data.size(), show(e[i]).c_str(),
                      f.width, f.height);
                 break;
@@ -361,10 +365,6 @@ bool never_parallel(const uint8_t*, size_t) { return false; }
 // A limit for generated coordinates: mostly inside the sensor, some outside (or anything `cap`
 // allows when the size is not given).
 uint32_t limit(uint32_t size, uint32_t cap) { return size ? std::min(cap, size + size / 8 + 1) : cap; }
-
-bool inside(const Format& f, uint32_t x, uint32_t y) {
-    return (f.width == 0 || x < f.width) && (f.height == 0 || y < f.height);
-}
 
 // Sorted events (what the encoders accept): runs of equal t, row segments of up to 32 pixels with
 // equal t, y and p (EVT 3.0 vectors), and now and then a jump of up to `jump` us. The first event
