@@ -4,6 +4,7 @@ counts follow the paper's conventions; bad arguments raise ValueError."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -249,9 +250,15 @@ def test_flop_modes_on_one_changed_site():
     assert first["cone_out"] == 9
     assert first["dense_flops"] == 9 * ((2 * 9 * c_in - 1) * c_out + c_out)
     assert first["rules"] == 3  # the three active outputs whose window holds the site
-    assert first["flops"] == 3 * 2 * c_in * c_out + c_in + 3 * c_out
+    # the difference (1, 0) has one non-zero channel: the products skip the other
+    assert first["flops"] == 3 * 2 * 1 * c_out + c_in + 3 * c_out
     sparse, dense = total(batch_sparse_flops(arch, torch.from_numpy(x))), total(batch_dense_flops(arch))
     assert engine.last_cost().async_sparse < sparse < dense
+    # multiplied in full
+    engine.channel_skip = 0
+    x[0, 8, 9] = 3
+    engine.update(*sites_values(x, [8], [9]))
+    assert engine.last_cost().per_layer[0]["flops"] == 3 * 2 * c_in * c_out + c_in + 3 * c_out
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +290,10 @@ def test_bad_arguments_raise_value_error_and_leave_the_state_alone():
         engine.batch(np.zeros((2, arch.height + 1, arch.width), np.float32))
     with pytest.raises(ValueError, match="eval"):
         AsyncSparseVGG(SparseVGG(arch))  # training mode: batch norm not folded
+    for share in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="channel-skipping share"):
+            engine.channel_skip = share
+    assert engine.channel_skip == pytest.approx(0.6)
 
 
 def test_reference_model_semantics():
@@ -342,7 +353,8 @@ def test_threads_give_identical_results():
 def test_every_product_kernel_equals_torch():
     """The products are compiled for AVX-512, AVX2 and portable x86-64 and the best the CPU runs is
     picked; set_gemm_kernel chooses another, so each one this CPU runs is checked here (register
-    blocks of 12, 3 and 3 rows, padded remainders, partial weight panels, 1 and 2 threads)."""
+    blocks of 12, 3 and 3 rows, padded remainders, partial weight panels, 1 and 2 threads), with
+    rows multiplied in full (channel_skip 0), over their non-zero channels (1) and mixed (0.6)."""
     from evstream.kernels._core import AsyncEngine
 
     best, kernels = AsyncEngine.gemm_kernel, AsyncEngine.gemm_kernels
@@ -350,10 +362,10 @@ def test_every_product_kernel_equals_torch():
     arch = Architecture("wide", 24, 24, (Conv(48), Conv(40), MaxPool(3, 2), Conv(96)), 72, 7)
     model = random_model(arch, seed=21)
     try:
-        for name in kernels:
+        for name, skip in itertools.product(kernels, (0.0, 0.6, 1.0)):
             AsyncEngine.set_gemm_kernel(name)
             assert AsyncEngine.gemm_kernel == name
-            engines = [AsyncSparseVGG(model, threads=n) for n in (1, 2)]
+            engines = [AsyncSparseVGG(model, threads=n, channel_skip=skip) for n in (1, 2)]
             rng = np.random.default_rng(22)
             x = np.zeros((2, arch.height, arch.width), np.float32)
             for step in range(25):
@@ -363,9 +375,9 @@ def test_every_product_kernel_equals_torch():
                 for e in engines:
                     e.update(*sites_values(x, ys, xs))
                 if step % 8 == 0:
-                    assert_matches_torch(engines[0], model, x, f"{name} step {step}")
+                    assert_matches_torch(engines[0], model, x, f"{name} skip {skip} step {step}")
             np.testing.assert_array_equal(engines[0].logits(), engines[1].logits())
-            assert_matches_torch(engines[1], model, x, f"{name} threads=2")
+            assert_matches_torch(engines[1], model, x, f"{name} skip {skip} threads=2")
     finally:
         AsyncEngine.set_gemm_kernel(best)
     assert AsyncEngine.gemm_kernel == best

@@ -122,10 +122,64 @@ EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, cons
     for (; r < m; ++r) gemm_rows_block<1, CB>(a + r, c + r, w, cin, cout, j0, j1);
 }
 
+// Rows that skip their zero channels: a row's products load one weight row per non-zero channel
+// and cannot share the loads with other rows (their channels differ), so per multiply-add they
+// run at about half the speed of the register blocks above. Output columns stay in registers a
+// panel at a time; U rows of weights are summed into separate accumulators (independent
+// multiply-add chains), added at the end.
+// Rows are padded to a multiple of kSparsePad channels (zero values), so U (a divisor of it) needs
+// no remainder loop.
+template <int U>
+EVS_INLINE void sparse_panel(const SparseRow& row, float* c, const float* pw) {
+    static_assert(kSparsePad % U == 0, "the unrolling must divide the row padding");
+    float acc[U][kPanel] = {};
+    const int32_t* idx = row.idx;
+    const float* val = row.val;
+    for (int t = 0; t < row.n; t += U)
+        for (int u = 0; u < U; ++u) {
+            const float x = val[t + u];
+            const float* wr = pw + size_t(idx[t + u]) * size_t(kPanel);
+            for (int q = 0; q < kPanel; ++q) acc[u][q] += x * wr[q];
+        }
+    for (int q = 0; q < kPanel; ++q) {
+        float sum = acc[0][q];
+        for (int u = 1; u < U; ++u) sum += acc[u][q];
+        c[q] += sum;
+    }
+}
+
+template <int U>
+EVS_INLINE void sparse_impl(size_t m, const SparseRow* rows, float* const* c, const float* w, int cin, int cout, int j0,
+                            int j1) {
+    for (int j = j0; j < j1;) {
+        const PanelSpan ps = panel_at(w, cin, cout, j, j1);
+        j = ps.p0 + ps.end;
+        if (ps.width == kPanel && ps.first == 0 && ps.end == kPanel) {
+            for (size_t r = 0; r < m; ++r) sparse_panel<U>(rows[r], c[r] + ps.p0, ps.w);
+            continue;
+        }
+        for (size_t r = 0; r < m; ++r)  // part of a panel
+            for (int t = 0; t < rows[r].n; ++t) {
+                const float x = rows[r].val[t];
+                const float* wr = ps.w + size_t(rows[r].idx[t]) * size_t(ps.width);
+                for (int q = ps.first; q < ps.end; ++q) c[r][ps.p0 + q] += x * wr[q];
+            }
+    }
+}
+
+// Accumulators per panel row: AVX-512 4 (8 of 32 registers: enough independent multiply-add
+// chains to hide their latency), AVX2 and portable 2 (4 would take all 16 registers).
+constexpr int kSparseUnrollPortable = 2, kSparseUnrollAvx2 = 2, kSparseUnrollAvx512 = 4;
+
 using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*, int, int, int, int);
+using SparseFn = void (*)(size_t, const SparseRow*, float* const*, const float*, int, int, int, int);
 
 void gemm_portable(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
     gemm_impl<3, 16>(m, a, c, w, cin, cout, j0, j1);
+}
+void sparse_portable(size_t m, const SparseRow* rows, float* const* c, const float* w, int cin, int cout, int j0,
+                     int j1) {
+    sparse_impl<kSparseUnrollPortable>(m, rows, c, w, cin, cout, j0, j1);
 }
 
 // The products are also compiled for AVX2+FMA and AVX-512 and the best the CPU runs is picked at
@@ -143,11 +197,20 @@ __attribute__((target("arch=x86-64-v4"))) void gemm_avx512(size_t m, const float
                                                              const float* w, int cin, int cout, int j0, int j1) {
     gemm_impl<12, 32>(m, a, c, w, cin, cout, j0, j1);
 }
+__attribute__((target("arch=x86-64-v3"))) void sparse_avx2(size_t m, const SparseRow* rows, float* const* c,
+                                                             const float* w, int cin, int cout, int j0, int j1) {
+    sparse_impl<kSparseUnrollAvx2>(m, rows, c, w, cin, cout, j0, j1);
+}
+__attribute__((target("arch=x86-64-v4"))) void sparse_avx512(size_t m, const SparseRow* rows, float* const* c,
+                                                               const float* w, int cin, int cout, int j0, int j1) {
+    sparse_impl<kSparseUnrollAvx512>(m, rows, c, w, cin, cout, j0, j1);
+}
 #endif
 
 struct Kernel {
     const char* name;
     GemmFn fn;
+    SparseFn sparse;
     bool (*supported)();
 };
 
@@ -166,10 +229,10 @@ bool has_v4() {
 // Best first.
 constexpr Kernel kKernels[] = {
 #ifdef EVS_X86_LEVELS
-    {"avx512", gemm_avx512, has_v4},
-    {"avx2", gemm_avx2, has_v3},
+    {"avx512", gemm_avx512, sparse_avx512, has_v4},
+    {"avx2", gemm_avx2, sparse_avx2, has_v3},
 #endif
-    {"portable", gemm_portable, always},
+    {"portable", gemm_portable, sparse_portable, always},
 };
 
 // The kernel in use: the best the CPU runs, unless set_gemm_kernel chose another.
@@ -184,8 +247,8 @@ std::atomic<const Kernel*>& current_kernel() {
 
 }  // namespace
 
-void pack_panels(std::vector<float>& w, int blocks, int cin, int cout) {
-    std::vector<float> packed(w.size());
+AlignedFloats pack_panels(const std::vector<float>& w, int blocks, int cin, int cout) {
+    AlignedFloats packed(w.size());
     const size_t block = size_t(cin) * size_t(cout);
     for (int b = 0; b < blocks; ++b) {
         const float* src = w.data() + size_t(b) * block;
@@ -198,11 +261,16 @@ void pack_panels(std::vector<float>& w, int blocks, int cin, int cout) {
                           panel + size_t(k) * size_t(width));
         }
     }
-    w.swap(packed);
+    return packed;
 }
 
 void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
     current_kernel().load(std::memory_order_relaxed)->fn(m, a, c, w, cin, cout, j0, j1);
+}
+
+void sparse_rows(size_t m, const SparseRow* rows, float* const* out_rows, const float* w, int cin, int cout, int j0,
+                 int j1) {
+    current_kernel().load(std::memory_order_relaxed)->sparse(m, rows, out_rows, w, cin, cout, j0, j1);
 }
 
 const char* gemm_kernel() { return current_kernel().load()->name; }
@@ -301,13 +369,13 @@ void SiteSet::clear() {
 ConvLayer::ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int stride, int padding, ConvMode mode,
                      bool relu, std::vector<float> weights, std::vector<float> bias)
     : in_h_(in_h), in_w_(in_w), cin_(cin), cout_(cout), k_(ksize), s_(stride), p_(padding), mode_(mode),
-      relu_(relu), w_(std::move(weights)), b_(std::move(bias)) {
+      relu_(relu), b_(std::move(bias)) {
     require(cin > 0 && cout > 0, "convolution channels must be positive");
     require(ksize > 0 && stride > 0 && padding >= 0 && padding < ksize, "bad convolution geometry");
-    require(w_.size() == size_t(ksize) * size_t(ksize) * size_t(cin) * size_t(cout),
+    require(weights.size() == size_t(ksize) * size_t(ksize) * size_t(cin) * size_t(cout),
             "convolution weights must have ksize*ksize*cin*cout values");
     require(b_.size() == size_t(cout), "convolution bias must have cout values");
-    pack_panels(w_, ksize * ksize, cin, cout);
+    w_ = pack_panels(weights, ksize * ksize, cin, cout);
     int oh = (in_h + 2 * padding - ksize) / stride + 1, ow = (in_w + 2 * padding - ksize) / stride + 1;
     if (mode == ConvMode::Submanifold) {
         require(stride == 1 && 2 * padding + 1 == ksize, "a submanifold convolution keeps the map size");
@@ -321,8 +389,13 @@ ConvLayer::ConvLayer(int in_h, int in_w, int cin, int cout, int ksize, int strid
     touched_.resize(oh * ow);
     cone_.resize(oh * ow);
     status_.assign(size_t(oh) * size_t(ow), None);
+    in_rows_.resize(in_h * in_w);
+    in_row_.resize(size_t(in_h) * size_t(in_w));
     a_rows_.resize(size_t(ksize) * size_t(ksize));
     c_rows_.resize(size_t(ksize) * size_t(ksize));
+    sc_rows_.resize(size_t(ksize) * size_t(ksize));
+    s_rows_.resize(size_t(ksize) * size_t(ksize));
+    refs_.resize(size_t(ksize) * size_t(ksize));
     old_.resize(size_t(cout));
     reset();
 }
@@ -376,6 +449,23 @@ void ConvLayer::for_outputs(int32_t in_site, F f) const {
     }
 }
 
+int32_t ConvLayer::add_row(const float* x) {
+    const auto row = int32_t(rows_.size());
+    rows_.push_back(x);
+    nz_begin_.push_back(uint32_t(nz_idx_.size()));
+    for (int c = 0; c < cin_; ++c)
+        if (x[c] != 0.0f) {
+            nz_idx_.push_back(c);
+            nz_val_.push_back(x[c]);
+        }
+    nz_count_.push_back(uint32_t(nz_idx_.size()) - nz_begin_.back());
+    while ((nz_idx_.size() - nz_begin_.back()) % kSparsePad) {  // padding: zero values
+        nz_idx_.push_back(0);
+        nz_val_.push_back(0.0f);
+    }
+    return row;
+}
+
 void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_changes) {
     counts = Counts{};
     counts.changed_in = changes.size();
@@ -404,14 +494,20 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
                                                         : true;
         status_[size_t(o)] = was && now ? Persist : now ? New : was ? Removed : None;
     }
-    for (auto& r : a_rows_) r.clear();
-    for (auto& r : c_rows_) r.clear();
+    // Collect the products: per kernel offset, the source rows and the outputs they add into.
+    rows_.clear();
+    nz_begin_.clear();
+    nz_count_.clear();
+    nz_idx_.clear();
+    nz_val_.clear();
+    in_rows_.clear();
+    for (auto& r : refs_) r.clear();
+    for (size_t i = 0; i < n; ++i) add_row(delta_.data() + i * size_t(cin_));  // row i: change i
     // Outputs that stay active: out += W_k (x_new - x_old).
     uint64_t delta_rules = 0;
     for (const Pair& pr : pairs_) {
         if (status_[size_t(pr.out)] != Persist) continue;
-        a_rows_[size_t(pr.offset)].push_back(delta_.data() + size_t(pr.change) * size_t(cin_));
-        c_rows_[size_t(pr.offset)].push_back(pre_.data() + size_t(pr.out) * size_t(cout_));
+        refs_[size_t(pr.offset)].push_back({pr.change, pre_.data() + size_t(pr.out) * size_t(cout_)});
         ++delta_rules;
     }
     // Outputs that become active: bias + the whole window; outputs that become inactive: zero.
@@ -434,23 +530,51 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
                 if (ix < 0 || ix >= in_w_) continue;
                 const int32_t i = iy * in_w_ + ix;
                 if (!in.active[size_t(i)]) continue;
-                a_rows_[size_t(dy * k_ + dx)].push_back(in.row(i));
-                c_rows_[size_t(dy * k_ + dx)].push_back(pre);
+                if (in_rows_.insert(i)) in_row_[size_t(i)] = add_row(in.row(i));
+                refs_[size_t(dy * k_ + dx)].push_back({in_row_[size_t(i)], pre});
                 ++new_rules;
             }
         }
     }
-    // One gathered product per kernel offset; with workers, each thread takes a band of output
-    // channels of every offset (no two threads write the same value, no locks).
+    // Each row is multiplied in full (register blocks sharing weight loads) or, when few of its
+    // channels are non-zero, over those channels only; an all-zero row adds nothing and is left out.
+    const auto skip_limit = uint32_t(channel_skip * float(cin_));
+    uint64_t channels_multiplied = 0;
     const size_t kk = size_t(k_) * size_t(k_);
+    for (size_t off = 0; off < kk; ++off) {
+        a_rows_[off].clear();
+        c_rows_[off].clear();
+        s_rows_[off].clear();
+        sc_rows_[off].clear();
+        for (const RowRef& ref : refs_[off]) {
+            const uint32_t nz = nz_count_[size_t(ref.row)];
+            if (nz == 0) continue;
+            if (nz <= skip_limit) {
+                const uint32_t b = nz_begin_[size_t(ref.row)];
+                const int padded = int((nz + kSparsePad - 1) / kSparsePad * kSparsePad);
+                s_rows_[off].push_back({nz_idx_.data() + b, nz_val_.data() + b, padded});
+                sc_rows_[off].push_back(ref.out);
+                channels_multiplied += nz;
+            } else {
+                a_rows_[off].push_back(rows_[size_t(ref.row)]);
+                c_rows_[off].push_back(ref.out);
+                channels_multiplied += uint64_t(cin_);
+            }
+        }
+    }
+    // One gathered product per kernel offset (two: full rows and channel-skipping rows); with
+    // workers, each thread takes a band of output channels of every offset (no two threads write
+    // the same value, no locks).
     auto products = [&](int j0, int j1) {
         for (size_t off = 0; off < kk; ++off) {
-            if (a_rows_[off].empty()) continue;
-            gemm_rows(a_rows_[off].size(), a_rows_[off].data(), c_rows_[off].data(),
-                      w_.data() + off * size_t(cin_) * size_t(cout_), cin_, cout_, j0, j1);
+            const float* w = w_.data() + off * size_t(cin_) * size_t(cout_);
+            if (!a_rows_[off].empty())
+                gemm_rows(a_rows_[off].size(), a_rows_[off].data(), c_rows_[off].data(), w, cin_, cout_, j0, j1);
+            if (!s_rows_[off].empty())
+                sparse_rows(s_rows_[off].size(), s_rows_[off].data(), sc_rows_[off].data(), w, cin_, cout_, j0, j1);
         }
     };
-    const uint64_t macs = (delta_rules + new_rules) * uint64_t(cin_) * uint64_t(cout_);
+    const uint64_t macs = channels_multiplied * uint64_t(cout_);
     if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ > kPanel)
         workers->run([&](int t, int n) {
             const int band = (cout_ / n + kPanel - 1) / kPanel * kPanel;  // whole weight panels
@@ -460,7 +584,7 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
     else
         products(0, cout_);
     counts.rules = delta_rules + new_rules;
-    counts.flops = 2 * counts.rules * uint64_t(cin_) * uint64_t(cout_) + (delta_rules ? n * uint64_t(cin_) : 0);
+    counts.flops = 2 * macs + (delta_rules ? n * uint64_t(cin_) : 0);
     // Activation; report the outputs that changed.
     for (int32_t o : touched_.list) {
         const Status st = Status(status_[size_t(o)]);
@@ -571,13 +695,12 @@ void MaxPoolLayer::cone(const std::vector<int32_t>& in_cone) {
 
 LinearLayer::LinearLayer(int in_h, int in_w, int channels, int outputs, std::vector<float> weights,
                          std::vector<float> bias, uint64_t dense_flops)
-    : sites_(in_h * in_w), c_(channels), n_(outputs), dense_flops_(dense_flops), w_(std::move(weights)),
-      b_(std::move(bias)) {
+    : sites_(in_h * in_w), c_(channels), n_(outputs), dense_flops_(dense_flops), b_(std::move(bias)) {
     require(outputs > 0, "a linear layer needs outputs");
-    require(w_.size() == size_t(sites_) * size_t(c_) * size_t(n_),
+    require(weights.size() == size_t(sites_) * size_t(c_) * size_t(n_),
             "linear weights must have sites*channels*outputs values");
     require(b_.size() == size_t(n_), "linear bias must have one value per output");
-    pack_panels(w_, sites_, c_, n_);
+    w_ = pack_panels(weights, sites_, c_, n_);
     out_.allocate(1, 1, outputs);
     cone_.resize(1);
     old_.resize(size_t(n_));
@@ -635,6 +758,7 @@ void Engine::add_conv(int cin, int cout, int ksize, int stride, int padding, Con
     layers_.push_back(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode,
                                                   relu, std::move(weights), std::move(bias)));
     layers_.back()->workers = workers_.get();
+    layers_.back()->channel_skip = channel_skip_;
     reset();
 }
 
@@ -642,6 +766,7 @@ void Engine::add_maxpool(int size, int stride) {
     const Map& last = last_map();
     layers_.push_back(std::make_unique<MaxPoolLayer>(last.height, last.width, last.channels, size, stride));
     layers_.back()->workers = workers_.get();
+    layers_.back()->channel_skip = channel_skip_;
     reset();
 }
 
@@ -650,6 +775,7 @@ void Engine::add_linear(int outputs, std::vector<float> weights, std::vector<flo
     layers_.push_back(std::make_unique<LinearLayer>(last.height, last.width, last.channels, outputs,
                                                     std::move(weights), std::move(bias), dense_flops));
     layers_.back()->workers = workers_.get();
+    layers_.back()->channel_skip = channel_skip_;
     reset();
 }
 
@@ -658,6 +784,12 @@ void Engine::set_threads(int threads) {
     workers_.reset();
     if (threads > 1) workers_ = std::make_unique<Workers>(threads);
     for (auto& layer : layers_) layer->workers = workers_.get();
+}
+
+void Engine::set_channel_skip(float share) {
+    require(share >= 0.0f && share <= 1.0f, "the channel-skipping share must be between 0 and 1");
+    channel_skip_ = share;
+    for (auto& layer : layers_) layer->channel_skip = channel_skip_;
 }
 
 // Every active site of `map`, as changed from an empty map.

@@ -307,6 +307,16 @@ void bind_async(py::module_& m) {
                 self.set_threads(threads);
             },
             "Threads the convolutions use (1 = the calling thread only).")
+        .def_property(
+            "channel_skip", [](Engine& self) { return self.channel_skip(); },
+            [](Engine& self, float share) {
+                std::lock_guard<std::mutex> lock(self.mutex);
+                self.set_channel_skip(share);
+            },
+            "Rows of a convolution's products whose share of non-zero channels is at most this (0..1, "
+            "default 0.6) are multiplied over their non-zero channels only; 0 multiplies every row in full "
+            "(all-zero rows are always left out). Results agree up to rounding; the FLOP counts report the "
+            "multiply-adds done.")
         .def_property_readonly("num_layers", [](Engine& self) { return self.num_layers(); })
         .def(
             "output",
