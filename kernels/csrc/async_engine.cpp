@@ -127,15 +127,21 @@ EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, cons
 // run at about half the speed of the register blocks above. Output columns stay in registers a
 // panel at a time; U rows of weights are summed into separate accumulators (independent
 // multiply-add chains), added at the end.
-// Rows are padded to a multiple of kSparsePad channels (zero values), so U (a divisor of it) needs
-// no remainder loop.
+// Rows are padded to a multiple of kSparsePad channels (zero values) and hold at least one non-zero
+// one, so U (a divisor of the padding) needs no remainder loop, and the first U channels set the
+// accumulators (zeroing them first compiled to a memset through the stack).
 template <int U>
 EVS_INLINE void sparse_panel(const SparseRow& row, float* c, const float* pw) {
     static_assert(kSparsePad % U == 0, "the unrolling must divide the row padding");
-    float acc[U][kPanel] = {};
+    float acc[U][kPanel];
     const int32_t* idx = row.idx;
     const float* val = row.val;
-    for (int t = 0; t < row.n; t += U)
+    for (int u = 0; u < U; ++u) {
+        const float x = val[u];
+        const float* wr = pw + size_t(idx[u]) * size_t(kPanel);
+        for (int q = 0; q < kPanel; ++q) acc[u][q] = x * wr[q];
+    }
+    for (int t = U; t < row.n; t += U)
         for (int u = 0; u < U; ++u) {
             const float x = val[t + u];
             const float* wr = pw + size_t(idx[t + u]) * size_t(kPanel);
@@ -452,17 +458,26 @@ void ConvLayer::for_outputs(int32_t in_site, F f) const {
 int32_t ConvLayer::add_row(const float* x) {
     const auto row = int32_t(rows_.size());
     rows_.push_back(x);
-    nz_begin_.push_back(uint32_t(nz_idx_.size()));
-    for (int c = 0; c < cin_; ++c)
-        if (x[c] != 0.0f) {
-            nz_idx_.push_back(c);
-            nz_val_.push_back(x[c]);
-        }
-    nz_count_.push_back(uint32_t(nz_idx_.size()) - nz_begin_.back());
-    while ((nz_idx_.size() - nz_begin_.back()) % kSparsePad) {  // padding: zero values
-        nz_idx_.push_back(0);
-        nz_val_.push_back(0.0f);
+    const size_t begin = nz_idx_.size();
+    nz_idx_.resize(begin + size_t(cin_) + kSparsePad);
+    nz_val_.resize(begin + size_t(cin_) + kSparsePad);
+    int32_t* idx = nz_idx_.data() + begin;
+    float* val = nz_val_.data() + begin;
+    uint32_t n = 0;
+    for (int c = 0; c < cin_; ++c) {  // branch-free: every channel is written, the non-zero ones kept
+        idx[n] = c;
+        val[n] = x[c];
+        n += x[c] != 0.0f;
     }
+    const uint32_t padded = (n + kSparsePad - 1) / kSparsePad * kSparsePad;
+    for (uint32_t t = n; t < padded; ++t) {  // padding: zero values
+        idx[t] = 0;
+        val[t] = 0.0f;
+    }
+    nz_idx_.resize(begin + padded);
+    nz_val_.resize(begin + padded);
+    nz_begin_.push_back(uint32_t(begin));
+    nz_count_.push_back(n);
     return row;
 }
 
@@ -598,11 +613,14 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
             out_.active[size_t(o)] = 0;
         } else {
             const float* pre = pre_.data() + size_t(o) * size_t(cout_);
-            for (int c = 0; c < cout_; ++c) {
-                const float v = relu_ ? (pre[c] > 0.0f ? pre[c] : 0.0f) : pre[c];
-                changed |= v != z[c];
-                z[c] = v;
-            }
+            if (relu_)
+                for (int c = 0; c < cout_; ++c) z[c] = pre[c] > 0.0f ? pre[c] : 0.0f;
+            else
+                std::copy(pre, pre + cout_, z);
+            // Compared bit by bit (vectorised): a value that only changed sign as a zero (possible
+            // without a ReLU) counts as changed, which costs an all-zero difference downstream
+            // (left out of the products), never a missed change.
+            changed = changed || std::memcmp(z, old_.data(), sizeof(float) * size_t(cout_)) != 0;
             out_.active[size_t(o)] = 1;
             if (relu_) counts.flops += uint64_t(cout_);
         }
