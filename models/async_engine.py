@@ -42,11 +42,14 @@ def fold_batch_norm(weight: torch.Tensor, norm: torch.nn.BatchNorm2d) -> tuple[n
 class UpdateCost:
     """Operation counts of one update, summed over the layers (see :mod:`evstream.models.flops`).
 
-    ``async_sparse`` is what the engine computed; ``async_dense`` what a dense network recomputing
-    the cone of influence of the changed input sites would compute; ``rules`` the (input, output,
-    kernel offset) products evaluated; ``changed_sites`` the input sites that changed."""
+    ``async_sparse`` is what the engine computed; ``async_sparse_full_rows`` the same updates with
+    every channel of every rule multiplied (the paper's count, ``channel_skip=0``); ``async_dense``
+    what a dense network recomputing the cone of influence of the changed input sites would compute;
+    ``rules`` the (input, output, kernel offset) products evaluated; ``changed_sites`` the input
+    sites that changed."""
 
     async_sparse: int
+    async_sparse_full_rows: int
     async_dense: int
     rules: int
     changed_sites: int
@@ -165,6 +168,7 @@ class AsyncSparseVGG:
         layers = tuple(self._engine.layers())
         return UpdateCost(
             async_sparse=sum(d["flops"] for d in layers),
+            async_sparse_full_rows=sum(d["full_flops"] for d in layers),
             async_dense=sum(d["dense_flops"] for d in layers),
             rules=sum(d["rules"] for d in layers),
             changed_sites=layers[0]["changed_in"] if layers else 0,

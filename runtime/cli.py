@@ -146,6 +146,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return v
+
+
 def _classifier_for(args, source):
     """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
     when it fits the source's sensor, else none."""
@@ -626,6 +636,10 @@ def cmd_bench(args) -> int:
         options["rate"] = args.rate
     if args.source is not None:
         options.update(source=args.source, format=args.format, sensor_size=args.sensor)
+    if args.channel_skip is not None:
+        if args.benchmark != "async":
+            raise ValueError("--channel-skip applies to 'evstream bench async'")
+        options["channel_skip"] = args.channel_skip
     if args.runs is not None:
         options["runs"] = args.runs
     if args.warmup is not None:
@@ -1098,6 +1112,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=1,
         help="async: threads of the asynchronous engine (default: 1)",
+    )
+    p.add_argument(
+        "--channel-skip",
+        type=_share,
+        metavar="SHARE",
+        help="async: product rows with at most this share of non-zero channels skip the zero ones "
+        "(default 0.6; 0 multiplies every channel, as the paper counts)",
     )
     p.add_argument("--runs", type=_positive_int, metavar="N", help="decode: timed runs (default 15)")
     p.add_argument("--warmup", type=int, metavar="N", help="decode: untimed runs first (default 2)")

@@ -67,6 +67,10 @@ def test_flops_consistent(quick):
         assert s["flops_mean"]["async_dense"] >= s["flops_mean"]["async_sparse"]
         assert s["flop_reduction"] == pytest.approx(f["batch_dense"] / f["async_sparse"])
         assert s["changed_sites"]["median"] <= 2 * s["step_events"]
+        # the paper's count multiplies every channel; the engine skips zero channels of sparse rows
+        assert f["async_sparse"] < s["flops_full_rows"] <= f["async_dense"]
+        assert s["flop_reduction_full_rows"] == pytest.approx(f["batch_dense"] / s["flops_full_rows"])
+    assert quick["machine"]["engine_channel_skip"] == pytest.approx(0.6)
     # a larger step changes more sites and costs more per update
     sparse = [s["flops"]["async_sparse"] for s in quick["steps"]]
     assert sparse[0] < sparse[-1]
@@ -111,6 +115,24 @@ def test_source_file_table_and_json_file(tmp_path, capsys):
     assert "davis346_aestream.aedat4" in text and "Goals (issue #5)" in text
     for s in result["steps"]:
         assert s["correctness"]["argmax_equal"] and s["correctness"]["relative_difference"] < 1e-4
+
+
+def test_channel_skip_option(capsys):
+    """--channel-skip 0 multiplies every channel: the engine's count is then the paper's."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["bench", "async", "--quick", "--channel-skip", "0", "--json", "-"]) == 0
+    result = json.loads(out.getvalue())
+    assert result["machine"]["engine_channel_skip"] == 0
+    for s in result["steps"]:
+        assert s["flops"]["async_sparse"] == s["flops_full_rows"]
+        assert s["correctness"]["relative_difference"] < 1e-4
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            main(["bench", "async", "--quick", "--channel-skip", bad])
+        assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["bench", "repr", "--quick", "--channel-skip", "0.5"]) == 1
+    assert "--channel-skip applies to 'evstream bench async'" in capsys.readouterr().err
 
 
 def test_short_source_is_an_error(tmp_path, rng, capsys):

@@ -599,7 +599,9 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
     else
         products(0, cout_);
     counts.rules = delta_rules + new_rules;
-    counts.flops = 2 * macs + (delta_rules ? n * uint64_t(cin_) : 0);
+    const uint64_t differences = delta_rules ? n * uint64_t(cin_) : 0;
+    counts.flops = 2 * macs + differences;
+    counts.full_flops = 2 * counts.rules * uint64_t(cin_) * uint64_t(cout_) + differences;
     // Activation; report the outputs that changed.
     for (int32_t o : touched_.list) {
         const Status st = Status(status_[size_t(o)]);
@@ -622,7 +624,10 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
             // (left out of the products), never a missed change.
             changed = changed || std::memcmp(z, old_.data(), sizeof(float) * size_t(cout_)) != 0;
             out_.active[size_t(o)] = 1;
-            if (relu_) counts.flops += uint64_t(cout_);
+            if (relu_) {
+                counts.flops += uint64_t(cout_);
+                counts.full_flops += uint64_t(cout_);
+            }
         }
         if (changed) out_changes.add(o, old_.data(), was);
     }
@@ -697,7 +702,7 @@ void MaxPoolLayer::update(const Map& in, const Changes& changes, Changes& out_ch
         }
     }
     counts.rules = touched_.list.size() * uint64_t(k_) * uint64_t(k_);
-    counts.flops = counts.rules * uint64_t(c_);
+    counts.flops = counts.full_flops = counts.rules * uint64_t(c_);
     counts.changed_out = out_changes.size();
 }
 
@@ -747,7 +752,7 @@ void LinearLayer::update(const Map& in, const Changes& changes, Changes& out_cha
         gemm_rows(1, &a, &y, w_.data() + size_t(site) * size_t(c_) * size_t(n_), c_, n_, 0, n_);
     }
     counts.rules = changes.size();
-    counts.flops = counts.rules * (2 * uint64_t(c_) * uint64_t(n_) + uint64_t(c_));
+    counts.flops = counts.full_flops = counts.rules * (2 * uint64_t(c_) * uint64_t(n_) + uint64_t(c_));
     out_changes.add(0, old_.data(), true);
     counts.changed_out = 1;
 }

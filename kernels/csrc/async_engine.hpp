@@ -93,6 +93,7 @@ using AlignedFloats = std::vector<float, CacheAligned<float>>;
 // Operation counts of one layer in the last update.
 struct Counts {
     uint64_t flops = 0;        // asynchronous sparse: what the engine computed
+    uint64_t full_flops = 0;   // the same with every channel of every rule multiplied (the paper's count)
     uint64_t dense_flops = 0;  // asynchronous dense: the dense layer over the cone of influence
     uint64_t rules = 0;        // (input site, output site, kernel offset) products evaluated
     uint64_t changed_in = 0;   // changed input sites

@@ -357,6 +357,7 @@ void bind_async(py::module_& m) {
                     d["kind"] = l.kind();
                     d["shape"] = py::make_tuple(l.output().height, l.output().width, l.output().channels);
                     d["flops"] = c.flops;
+                    d["full_flops"] = c.full_flops;
                     d["dense_flops"] = c.dense_flops;
                     d["rules"] = c.rules;
                     d["changed_in"] = c.changed_in;
