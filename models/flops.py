@@ -19,8 +19,11 @@ The four modes:
     outputs; ReLU and pooling count active output sites only; the dense tail is dense.
 ``async_sparse``
     what the asynchronous engine computes in one update (counted by the engine itself): each rule
-    over a changed input costs ``2 c_in c_out``, plus ``c_in`` for the difference ``x_new - x_old``;
-    outputs that become active cost their whole window; ReLU and pooling count the sites recomputed.
+    over a changed input costs ``2 c c_out``, plus ``c_in`` per changed site for the difference
+    ``x_new - x_old``; outputs that become active cost their whole window; ReLU and pooling count
+    the sites recomputed. ``c`` is ``c_in``, or the row's non-zero channels when the engine skipped
+    the zero ones (its ``channel_skip``); the engine also reports the count with ``c = c_in``
+    throughout (``async_sparse_full_rows``, the paper's count).
 ``async_dense``
     a dense network recomputing only the cone of influence of the changed input sites: each layer
     recomputes every site (active or not) whose window holds a changed site.
