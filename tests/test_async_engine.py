@@ -353,7 +353,7 @@ def test_threads_give_identical_results():
 def test_every_product_kernel_equals_torch():
     """The products are compiled for AVX-512, AVX2 and portable x86-64 and the best the CPU runs is
     picked; set_gemm_kernel chooses another, so each one this CPU runs is checked here (register
-    blocks of 12, 3 and 3 rows, padded remainders, partial weight panels, 1 and 2 threads), with
+    blocks of 12, 3 and 2 rows, padded remainders, partial weight panels, 1 and 2 threads), with
     rows multiplied in full (channel_skip 0), over their non-zero channels (1) and mixed (0.6)."""
     from evstream.kernels._core import AsyncEngine
 

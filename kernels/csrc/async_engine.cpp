@@ -181,7 +181,7 @@ using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*
 using SparseFn = void (*)(size_t, const SparseRow*, float* const*, const float*, int, int, int, int);
 
 void gemm_portable(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
-    gemm_impl<3, 16>(m, a, c, w, cin, cout, j0, j1);
+    gemm_impl<2, 32>(m, a, c, w, cin, cout, j0, j1);
 }
 void sparse_portable(size_t m, const SparseRow* rows, float* const* c, const float* w, int cin, int cout, int j0,
                      int j1) {
@@ -192,7 +192,10 @@ void sparse_portable(size_t m, const SparseRow* rows, float* const* c, const flo
 // load time, so portable builds stay fast. Block sizes were measured on the N-Caltech101 VGG
 // (1-event steps, set_gemm_kernel on an AVX-512 machine): AVX-512 12x32 (24 of 32 registers hold
 // sums) 2.8 ms per update against 8x32 3.2 ms; AVX2 3x32 4.5 ms against 4x32 (16 sums in 16
-// registers, spilling) 6.2 ms, 2x32 7.9 ms, 6x16 11 ms; portable 3x16 15.4 ms against 4x16 17.3 ms.
+// registers, spilling) 6.2 ms, 2x32 7.9 ms, 6x16 11 ms. Portable (x86-64 baseline, SSE2) 2x32: with
+// every row multiplied in full (channel_skip 0) 10.0-14.7 ms per update against 16.2-20.8 ms for
+// 3x16 (four alternating runs each; 1x32 the same as 2x32, 2x16 and 4x8 about 3x slower in a
+// product-only test).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
 #define EVS_X86_LEVELS 1
 __attribute__((target("arch=x86-64-v3"))) void gemm_avx2(size_t m, const float* const* a, float* const* c,
