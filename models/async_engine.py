@@ -45,7 +45,7 @@ class UpdateCost:
     ``async_sparse`` is what the engine computed; ``async_sparse_full_rows`` the same updates with
     every channel of every rule multiplied (the paper's count, ``channel_skip=0``); ``async_dense``
     what a dense network recomputing the cone of influence of the changed input sites would compute;
-    ``rules`` the (input, output, kernel offset) products evaluated; ``changed_sites`` the input
+    ``rules`` the (input, output, kernel offset) rules of the update; ``changed_sites`` the input
     sites that changed."""
 
     async_sparse: int
@@ -67,9 +67,10 @@ class AsyncSparseVGG:
     ``channel_skip``: a row of a convolution's products (a changed site's difference, or an input of
     a newly active output) whose share of non-zero channels is at most this is multiplied over those
     channels only. After a ReLU about half the channels of a site are zero before and after a
-    change, so their differences are zero too. 0 multiplies every row in full; the default 0.6 does
-    a third fewer multiply-adds on the N-Caltech101 VGG at the same speed (see the README). Results
-    agree up to float rounding; :meth:`last_cost` counts the multiply-adds done."""
+    change, so their differences are zero too; all-zero rows are left out. 0 multiplies every row
+    in full (the paper's count: ``last_cost().async_sparse == async_sparse_full_rows``); the default
+    0.6 does a third fewer multiply-adds on the N-Caltech101 VGG at the same speed (see the README).
+    Results agree up to float rounding; :meth:`last_cost` counts the channels multiplied."""
 
     def __init__(self, model: SparseVGG, threads: int = 1, channel_skip: float = 0.6):
         if model.training:

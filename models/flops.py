@@ -20,10 +20,11 @@ The four modes:
 ``async_sparse``
     what the asynchronous engine computes in one update (counted by the engine itself): each rule
     over a changed input costs ``2 c c_out``, plus ``c_in`` per changed site for the difference
-    ``x_new - x_old``; outputs that become active cost their whole window; ReLU and pooling count
-    the sites recomputed. ``c`` is ``c_in``, or the row's non-zero channels when the engine skipped
-    the zero ones (its ``channel_skip``); the engine also reports the count with ``c = c_in``
-    throughout (``async_sparse_full_rows``, the paper's count).
+    ``x_new - x_old``; outputs that become active cost every rule of their window (each its
+    ``2 c c_out``); ReLU and pooling count the sites recomputed. ``c`` is ``c_in``, or the row's
+    non-zero channels when the engine skipped the zero ones (its ``channel_skip``; all-zero rows
+    then cost nothing); the engine also reports the count with ``c = c_in`` throughout
+    (``async_sparse_full_rows``, the paper's count, which ``channel_skip=0`` computes).
 ``async_dense``
     a dense network recomputing only the cone of influence of the changed input sites: each layer
     recomputes every site (active or not) whose window holds a changed site.

@@ -250,15 +250,63 @@ def test_flop_modes_on_one_changed_site():
     assert first["cone_out"] == 9
     assert first["dense_flops"] == 9 * ((2 * 9 * c_in - 1) * c_out + c_out)
     assert first["rules"] == 3  # the three active outputs whose window holds the site
-    # the difference (1, 0) has one non-zero channel: the products skip the other
-    assert first["flops"] == 3 * 2 * 1 * c_out + c_in + 3 * c_out
+    # the difference (1, 0) has one non-zero channel, but its list (padded to 4) is no shorter than
+    # the 2-channel row: multiplied in full
+    assert first["flops"] == first["full_flops"] == 3 * 2 * c_in * c_out + c_in + 3 * c_out
     sparse, dense = total(batch_sparse_flops(arch, torch.from_numpy(x))), total(batch_dense_flops(arch))
     assert engine.last_cost().async_sparse < sparse < dense
-    # multiplied in full
-    engine.channel_skip = 0
-    x[0, 8, 9] = 3
-    engine.update(*sites_values(x, [8], [9]))
-    assert engine.last_cost().per_layer[0]["flops"] == 3 * 2 * c_in * c_out + c_in + 3 * c_out
+
+
+def test_channel_skipping_counts_the_channels_multiplied():
+    """A difference with 3 of 16 channels non-zero is multiplied over those 3 (the FLOPs say so and
+    the output equals torch); all-zero rows (ReLU outputs of an active site) are left out; with
+    channel_skip 0 every row is multiplied in full and the count is the paper's."""
+    from evstream.kernels import _core
+
+    rng = np.random.default_rng(31)
+    h, w, c, c_mid, c_out = 9, 11, 16, 16, 40
+    w1 = rng.standard_normal((3, 3, c, c_mid)).astype(np.float32)
+    w2 = rng.standard_normal((3, 3, c_mid, c_out)).astype(np.float32)
+    b2 = rng.standard_normal(c_out).astype(np.float32)
+    x = np.zeros((h, w, c), np.float32)
+    x[4, 4:7] = rng.integers(1, 3, (3, c))
+    x1 = x.copy()
+    x1[4, 5, [2, 7, 11]] += 1  # 3 of the 16 channels change
+    x1[2, 2, 0] = 1  # a new active site
+    sites, values = np.array([[4, 5], [2, 2]]), np.ascontiguousarray(x1[[4, 2], [5, 2]])
+    xt = torch.from_numpy(x1).permute(2, 0, 1)[None]
+    mask = (xt != 0).any(1, keepdim=True).float()
+    ref = (F.conv2d(xt, torch.from_numpy(w1).permute(3, 2, 0, 1), padding=1) * mask)[0].permute(1, 2, 0)
+
+    def run(skip: float, relu: bool) -> list[dict]:
+        eng = _core.AsyncEngine(h, w, c)
+        eng.channel_skip = skip
+        # with the ReLU and a bias of -100 every output of the first convolution is zero: its active
+        # sites are all-zero rows of the second one's products
+        eng.add_conv(w1, np.full(c_mid, -100 if relu else 0, np.float32), 1, 1, "submanifold", relu)
+        eng.add_conv(w2, b2, 1, 1, "submanifold", False)
+        eng.batch(x)
+        eng.update(sites, values)
+        if not relu:
+            np.testing.assert_allclose(eng.output(0)[0], ref.numpy(), rtol=1e-5, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(eng.output(0)[0], 0)
+            np.testing.assert_allclose(eng.output(1)[0][[2, 4], [2, 5]], [b2, b2], rtol=1e-6)
+        return eng.layers()
+
+    # first convolution: 3 outputs stay active (difference: 3 channels), 1 becomes active (its one
+    # active input has 1 non-zero channel); differences of the 2 changed sites; ReLU on 4 outputs
+    extras = 2 * c + 4 * c_mid
+    for relu in (False, True):
+        skipping, full = run(0.6, relu), run(0.0, relu)
+        assert skipping[0]["rules"] == full[0]["rules"] == 4
+        relu_flops = 0 if relu else -4 * c_mid
+        assert skipping[0]["flops"] == 2 * (3 * 3 + 1) * c_mid + extras + relu_flops
+        assert skipping[0]["full_flops"] == full[0]["flops"] == full[0]["full_flops"]
+        assert full[0]["flops"] == 2 * 4 * c * c_mid + extras + relu_flops
+    # second convolution (after the zeroing ReLU): its new output's window holds one all-zero row
+    assert skipping[1]["rules"] == full[1]["rules"] == 1
+    assert skipping[1]["flops"] == 0 and full[1]["flops"] == full[1]["full_flops"] == 2 * c_mid * c_out
 
 
 # --------------------------------------------------------------------------------------------

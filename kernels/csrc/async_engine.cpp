@@ -173,8 +173,10 @@ EVS_INLINE void sparse_impl(size_t m, const SparseRow* rows, float* const* c, co
     }
 }
 
-// Accumulators per panel row: AVX-512 4 (8 of 32 registers: enough independent multiply-add
-// chains to hide their latency), AVX2 and portable 2 (4 would take all 16 registers).
+// Accumulators per panel row (each a row of kPanel floats): AVX-512 4 (8 of 32 registers: enough
+// independent multiply-add chains to hide their latency); AVX2 2 (4 would take all 16 registers);
+// portable 2, although with SSE2 two rows already take all 16 registers: measured, 1 was 2-5x
+// slower.
 constexpr int kSparseUnrollPortable = 2, kSparseUnrollAvx2 = 2, kSparseUnrollAvx512 = 4;
 
 using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*, int, int, int, int);
@@ -458,12 +460,21 @@ void ConvLayer::for_outputs(int32_t in_site, F f) const {
     }
 }
 
-int32_t ConvLayer::add_row(const float* x) {
+int32_t ConvLayer::add_row(const float* x, bool listed) {
     const auto row = int32_t(rows_.size());
     rows_.push_back(x);
-    const size_t begin = nz_idx_.size();
-    nz_idx_.resize(begin + size_t(cin_) + kSparsePad);
-    nz_val_.resize(begin + size_t(cin_) + kSparsePad);
+    if (!listed) {  // multiplied in full
+        nz_begin_.push_back(0);
+        nz_count_.push_back(uint32_t(cin_));
+        nz_len_.push_back(uint32_t(cin_));
+        return row;
+    }
+    // The lists only grow (doubling), so most updates neither allocate nor clear them.
+    const size_t begin = nz_used_, need = begin + size_t(cin_) + kSparsePad;
+    if (nz_idx_.size() < need) {
+        nz_idx_.resize(2 * need);
+        nz_val_.resize(2 * need);
+    }
     int32_t* idx = nz_idx_.data() + begin;
     float* val = nz_val_.data() + begin;
     uint32_t n = 0;
@@ -477,10 +488,10 @@ int32_t ConvLayer::add_row(const float* x) {
         idx[t] = 0;
         val[t] = 0.0f;
     }
-    nz_idx_.resize(begin + padded);
-    nz_val_.resize(begin + padded);
-    nz_begin_.push_back(uint32_t(begin));
+    nz_used_ += padded;
+    nz_begin_.push_back(begin);
     nz_count_.push_back(n);
+    nz_len_.push_back(padded);
     return row;
 }
 
@@ -516,11 +527,12 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
     rows_.clear();
     nz_begin_.clear();
     nz_count_.clear();
-    nz_idx_.clear();
-    nz_val_.clear();
+    nz_len_.clear();
+    nz_used_ = 0;
+    const bool skipping = channel_skip > 0.0f;  // 0: every row in full, as the paper counts
     in_rows_.clear();
     for (auto& r : refs_) r.clear();
-    for (size_t i = 0; i < n; ++i) add_row(delta_.data() + i * size_t(cin_));  // row i: change i
+    for (size_t i = 0; i < n; ++i) add_row(delta_.data() + i * size_t(cin_), skipping);  // row i: change i
     // Outputs that stay active: out += W_k (x_new - x_old).
     uint64_t delta_rules = 0;
     for (const Pair& pr : pairs_) {
@@ -548,14 +560,16 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
                 if (ix < 0 || ix >= in_w_) continue;
                 const int32_t i = iy * in_w_ + ix;
                 if (!in.active[size_t(i)]) continue;
-                if (in_rows_.insert(i)) in_row_[size_t(i)] = add_row(in.row(i));
+                if (in_rows_.insert(i)) in_row_[size_t(i)] = add_row(in.row(i), skipping);
                 refs_[size_t(dy * k_ + dx)].push_back({in_row_[size_t(i)], pre});
                 ++new_rules;
             }
         }
     }
     // Each row is multiplied in full (register blocks sharing weight loads) or, when few of its
-    // channels are non-zero, over those channels only; an all-zero row adds nothing and is left out.
+    // channels are non-zero (and its padded list is shorter than the row), over those channels
+    // only; when skipping, an all-zero row adds nothing and is left out. FLOPs count the non-zero
+    // channels multiplied, not the padding (as the register blocks' padding rows are not counted).
     const auto skip_limit = uint32_t(channel_skip * float(cin_));
     uint64_t channels_multiplied = 0;
     const size_t kk = size_t(k_) * size_t(k_);
@@ -565,12 +579,11 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         s_rows_[off].clear();
         sc_rows_[off].clear();
         for (const RowRef& ref : refs_[off]) {
-            const uint32_t nz = nz_count_[size_t(ref.row)];
-            if (nz == 0) continue;
-            if (nz <= skip_limit) {
-                const uint32_t b = nz_begin_[size_t(ref.row)];
-                const int padded = int((nz + kSparsePad - 1) / kSparsePad * kSparsePad);
-                s_rows_[off].push_back({nz_idx_.data() + b, nz_val_.data() + b, padded});
+            const uint32_t nz = nz_count_[size_t(ref.row)], len = nz_len_[size_t(ref.row)];
+            if (skipping && nz == 0) continue;
+            if (skipping && nz <= skip_limit && len < uint32_t(cin_)) {
+                const size_t b = nz_begin_[size_t(ref.row)];
+                s_rows_[off].push_back({nz_idx_.data() + b, nz_val_.data() + b, int(len)});
                 sc_rows_[off].push_back(ref.out);
                 channels_multiplied += nz;
             } else {

@@ -72,7 +72,8 @@ struct Changes {
 };
 
 // Cache-line (64-byte) aligned storage: a 32-float row of a weight panel then spans exactly two
-// cache lines (with std::allocator's 16-byte alignment most loads of a row straddle a line, which
+// cache lines when each kernel offset's block (cin * cout floats) is a multiple of 16 floats, as in
+// the VGGs (with std::allocator's 16-byte alignment most loads of a row straddle a line, which
 // slowed the channel-skipping products by about 1.5x).
 template <typename T>
 struct CacheAligned {
@@ -95,7 +96,7 @@ struct Counts {
     uint64_t flops = 0;        // asynchronous sparse: what the engine computed
     uint64_t full_flops = 0;   // the same with every channel of every rule multiplied (the paper's count)
     uint64_t dense_flops = 0;  // asynchronous dense: the dense layer over the cone of influence
-    uint64_t rules = 0;        // (input site, output site, kernel offset) products evaluated
+    uint64_t rules = 0;        // (input site, output site, kernel offset) rules of the update
     uint64_t changed_in = 0;   // changed input sites
     uint64_t changed_out = 0;  // output sites whose value or activity changed
     uint64_t cone_out = 0;     // output sites in the cone of influence
@@ -151,8 +152,8 @@ class Workers {
     bool stop_ = false;
 };
 
-// A row of a product given by its non-zero channels: idx[0 .. n) ascending, values val[0 .. n);
-// n is a multiple of kSparsePad, the list padded with zero values (any channel).
+// A row of a product given by its non-zero channels: their indices in idx (ascending) and values
+// in val, followed by padding (channel 0, value 0) up to n, a positive multiple of kSparsePad.
 constexpr int kSparsePad = 4;
 struct SparseRow {
     const int32_t* idx;
@@ -232,14 +233,17 @@ class ConvLayer : public Layer {
     std::vector<uint8_t> status_;
     std::vector<Pair> pairs_;
     std::vector<float> delta_;
-    // The product's source rows (differences of changed inputs, inputs of new outputs), each also
-    // kept as its non-zero channels: row r is rows_[r], channels nz_idx_[nz_begin_[r] ...
-    // + nz_count_[r]) with values nz_val_[...].
-    int32_t add_row(const float* x);
+    // The product's source rows (differences of changed inputs, inputs of new outputs). Row r is
+    // rows_[r]; when `listed` (channel skipping on) it is also kept as its nz_count_[r] non-zero
+    // channels, nz_idx_[nz_begin_[r] ...] with values nz_val_[...], padded to nz_len_[r] (a
+    // SparseRow); otherwise nz_count_[r] = nz_len_[r] = cin.
+    int32_t add_row(const float* x, bool listed);
     std::vector<const float*> rows_;
-    std::vector<uint32_t> nz_begin_, nz_count_;
-    std::vector<int32_t> nz_idx_;
+    std::vector<size_t> nz_begin_;
+    std::vector<uint32_t> nz_count_, nz_len_;
+    std::vector<int32_t> nz_idx_;  // sized to the largest update so far; nz_used_ in use
     std::vector<float> nz_val_;
+    size_t nz_used_ = 0;
     SiteSet in_rows_;                   // inputs of new outputs given a row in this update
     std::vector<int32_t> in_row_;       // their row
     std::vector<std::vector<RowRef>> refs_;  // per kernel offset
@@ -304,7 +308,7 @@ class Engine {
     void set_threads(int threads);
     int threads() const { return workers_ ? workers_->size() : 1; }
     // Product rows whose share of non-zero channels is at most `share` (0..1) skip their zero
-    // channels (0: every row in full; all-zero rows are always left out).
+    // channels and all-zero rows are left out (0: every row multiplied in full, as the paper counts).
     void set_channel_skip(float share);
     float channel_skip() const { return channel_skip_; }
 

@@ -314,9 +314,9 @@ void bind_async(py::module_& m) {
                 self.set_channel_skip(share);
             },
             "Rows of a convolution's products whose share of non-zero channels is at most this (0..1, "
-            "default 0.6) are multiplied over their non-zero channels only; 0 multiplies every row in full "
-            "(all-zero rows are always left out). Results agree up to rounding; the FLOP counts report the "
-            "multiply-adds done.")
+            "default 0.6) are multiplied over their non-zero channels only, and all-zero rows are left out; "
+            "0 multiplies every row in full (the paper's count). Results agree up to rounding; the FLOP "
+            "counts report the channels multiplied.")
         .def_property_readonly("num_layers", [](Engine& self) { return self.num_layers(); })
         .def(
             "output",
