@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -133,6 +134,7 @@ EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, cons
 template <int U>
 EVS_INLINE void sparse_panel(const SparseRow& row, float* c, const float* pw) {
     static_assert(kSparsePad % U == 0, "the unrolling must divide the row padding");
+    assert(row.n >= kSparsePad && row.n % kSparsePad == 0);  // checked in the sanitizer builds
     float acc[U][kPanel];
     const int32_t* idx = row.idx;
     const float* val = row.val;
@@ -164,12 +166,14 @@ EVS_INLINE void sparse_impl(size_t m, const SparseRow* rows, float* const* c, co
             for (size_t r = 0; r < m; ++r) sparse_panel<U>(rows[r], c[r] + ps.p0, ps.w);
             continue;
         }
-        for (size_t r = 0; r < m; ++r)  // part of a panel
+        for (size_t r = 0; r < m; ++r) {  // part of a panel
+            assert(rows[r].n >= kSparsePad && rows[r].n % kSparsePad == 0);
             for (int t = 0; t < rows[r].n; ++t) {
                 const float x = rows[r].val[t];
                 const float* wr = ps.w + size_t(rows[r].idx[t]) * size_t(ps.width);
                 for (int q = ps.first; q < ps.end; ++q) c[r][ps.p0 + q] += x * wr[q];
             }
+        }
     }
 }
 
@@ -637,7 +641,7 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
                 std::copy(pre, pre + cout_, z);
             // Compared bit by bit (vectorised): a value that only changed sign as a zero (possible
             // without a ReLU) counts as changed, which costs an all-zero difference downstream
-            // (left out of the products), never a missed change.
+            // (left out of the products when skipping channels), never a missed change.
             changed = changed || std::memcmp(z, old_.data(), sizeof(float) * size_t(cout_)) != 0;
             out_.active[size_t(o)] = 1;
             if (relu_) {

@@ -164,9 +164,9 @@ struct SparseRow {
 // The default share of non-zero channels up to which a product row skips its zero channels. The
 // same on every CPU, so that an update's FLOP count does not depend on the machine. Measured
 // (speed of sparse_rows against gemm_rows, random rows of 64-512 channels): skipping is faster
-// below about 0.5 with AVX-512 (0.8x at 0.6), below about 0.7 with AVX2, and always with the
-// portable kernel (1.5x for full rows). On the N-Caltech101 VGG (1-event updates, AVX-512) 0.6
-// does 37% fewer multiply-adds than 0 at the same update time.
+// below about 0.5 with AVX-512 (0.8x at 0.6), below about 0.7 with AVX2 and about 0.9 with the
+// portable kernel. On the N-Caltech101 VGG (1-event updates, AVX-512) 0.6 does 37% fewer
+// multiply-adds than 0 at the same update time.
 constexpr float kChannelSkip = 0.6f;
 
 // Convolutions with fewer multiply-adds than this in an update run on one thread.
@@ -186,8 +186,9 @@ class Layer {
     const Map& output() const { return out_; }
     Counts counts;
     Workers* workers = nullptr;  // set by the engine; null = one thread
-    // Rows of a product whose share of non-zero channels is at most this skip their zero channels
-    // (see sparse_rows). Set by the engine.
+    // Rows of a product whose share of non-zero channels is at most this (and whose padded channel
+    // list is shorter than the row) skip their zero channels (see sparse_rows), and all-zero rows
+    // are left out; 0: every row multiplied in full. Set by the engine.
     float channel_skip = kChannelSkip;
 
    protected:
