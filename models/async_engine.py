@@ -72,14 +72,15 @@ class AsyncSparseVGG:
     0.6 does a third fewer multiply-adds on the N-Caltech101 VGG at the same speed (see the README).
     Results agree up to float rounding; :meth:`last_cost` counts the channels multiplied."""
 
-    def __init__(self, model: SparseVGG, threads: int = 1, channel_skip: float = 0.6):
+    def __init__(self, model: SparseVGG, threads: int = 1, channel_skip: float | None = None):
         if model.training:
             raise ValueError("put the model in eval mode (model.eval()) before building the engine")
         self.arch = a = model.arch
         self.model_name = a.name
         self._engine = eng = _core.AsyncEngine(a.height, a.width, a.in_channels)
         eng.threads = threads
-        eng.channel_skip = channel_skip
+        if channel_skip is not None:  # (None: the engine's default, 0.6)
+            eng.channel_skip = channel_skip
         convs = iter(zip(model.convs, model.norms, strict=True))
         for layer in a.features:
             if isinstance(layer, Conv):

@@ -56,6 +56,8 @@ class StreamClassifier:
     Raises :class:`~evstream.models.checkpoint.CheckpointError` before any computation when the
     checkpoint was made for another sensor size or representation."""
 
+    image_input = False  # the model's input is the histogram (the CLIP classifier's is an image)
+
     def __init__(
         self,
         checkpoint: Checkpoint,

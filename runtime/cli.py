@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -150,7 +151,7 @@ def _share(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+        v = math.nan  # fails the range check below
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return v
@@ -159,7 +160,7 @@ def _share(text: str) -> float:
 def _classifier_for(args, source):
     """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
     when it fits the source's sensor, else none."""
-    _check_clip_options(args)
+    clip = _check_clip_options(args)
     if args.no_model:
         if args.model:
             raise ValueError("--no-model and --model contradict each other")
@@ -172,10 +173,10 @@ def _classifier_for(args, source):
             f"the bundled classifier is for {w}x{h} N-MNIST recordings, the source is "
             f"{source.width}x{source.height}: running without a model (give --model CHECKPOINT)"
         )
-    if _clip_model(args):
+    if clip:
         from .classifier import ClipStreamClassifier
 
-        zs = _zero_shot(args, _clip_labels(args), progress=not args.quiet and sys.stderr.isatty())
+        zs = _zero_shot(args, clip, _clip_labels(args), progress=not args.quiet and sys.stderr.isatty())
         return ClipStreamClassifier(zs, (source.width, source.height), top_k=args.top_k), None
     from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
     from .classifier import StreamClassifier
@@ -200,10 +201,12 @@ def _clip_model(args) -> str | None:
     return model[5:]
 
 
-def _check_clip_options(args) -> None:
-    """CLIP options without a CLIP model are a mistake worth naming."""
-    if _clip_model(args):
-        return
+def _check_clip_options(args) -> str | None:
+    """The weights of ``--model clip:WEIGHTS`` (else None); CLIP options without a CLIP model are a
+    mistake worth naming."""
+    clip = _clip_model(args)
+    if clip:
+        return clip
     given = [
         flag
         for flag, value in (
@@ -217,6 +220,7 @@ def _check_clip_options(args) -> None:
     ]
     if given:
         raise ValueError(f"{', '.join(given)} go with a CLIP model: --model clip:WEIGHTS")
+    return None
 
 
 def _clip_labels(args) -> list[str]:
@@ -227,12 +231,12 @@ def _clip_labels(args) -> list[str]:
     return parse_labels(args.labels)
 
 
-def _zero_shot(args, labels: list[str], progress: bool):
+def _zero_shot(args, weights: str, labels: list[str], progress: bool):
     """The zero-shot classifier of ``--model clip:WEIGHTS`` and its CLIP options."""
     from ..models.clip.model import load_clip
     from ..models.clip.zeroshot import ZeroShotClassifier, parse_templates
 
-    clip = load_clip(_clip_model(args), arch=args.clip_arch)
+    clip = load_clip(weights, arch=args.clip_arch)
     preprocess = args.clip_preprocess or ("ezsr" if clip.arch.startswith("EVA") else "eventclip")
     templates = parse_templates(args.prompt, preprocess)
     return ZeroShotClassifier(
@@ -305,6 +309,7 @@ def cmd_run(args) -> int:
 
     from .pipeline import Pipeline, RunConfig, write_jsonl
     from .sources import open_source
+    from .windows import CountWindowSpec
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
     use_viewer = args.viewer or args.screenshot is not None
@@ -421,7 +426,7 @@ def cmd_run(args) -> int:
         notes = _stream_notes(result)
         if notes:
             print("stream: " + ", ".join(notes), file=sys.stderr)
-        if classifier is not None and not result["windows"] and hasattr(window, "size"):
+        if classifier is not None and not result["windows"] and isinstance(window, CountWindowSpec):
             print(
                 f"no window filled: windows of {window.size:,} events, the stream had "
                 f"{result['events_processed']:,} (--window-events N or --window-us US set another window)",
@@ -733,8 +738,7 @@ def cmd_eval(args) -> int:
     from ..models.datasets import build_dataset
     from ..models.train import eval_checkpoint
 
-    clip = _clip_model(args)
-    _check_clip_options(args)
+    clip = _check_clip_options(args)
     checkpoint = args.model or _default_checkpoint(args.dataset)
     options = {"skip_bad": args.skip_bad}
     if args.list:
@@ -750,7 +754,7 @@ def cmd_eval(args) -> int:
             raise ValueError(
                 f"--labels gives {len(labels)} names, the dataset has {len(dataset.classes)} classes"
             )
-        zs = _zero_shot(args, labels, progress)
+        zs = _zero_shot(args, clip, labels, progress)
         result = eval_zero_shot(
             zs, dataset, batch_size=args.batch_size, workers=args.workers, progress=progress
         )

@@ -417,11 +417,7 @@ def build_window(pipeline, tap: ViewerTap, *, fps: float = 30.0, top_k: int = 5)
             self.rep_image.setImage(colourise(img, scale, self._lut), autoLevels=False)
             h, w = img.shape
             # a CLIP model sees an event image made from the window, not these counts
-            who = (
-                "model input"
-                if c is not None and not getattr(c, "image_input", False)
-                else "window histogram"
-            )
+            who = "model input" if c is not None and not c.image_input else "window histogram"
             self._set(
                 self.rep_title,
                 f"{who} {(w - 1) // 2}x{h}: ON | OFF counts (full scale {scale:.0f}, max {vmax:.0f})",

@@ -534,7 +534,7 @@ def test_ezsrs_full_size_checkpoint_is_recognised_and_every_key_lands():
     native = {k.replace("visual.trunk.", "visual.", 1): v for k, v in expected.items()}
     assert any(k.startswith("visual.blocks.63.attn.q_bias") for k in native)
     assert infer_arch(native)[0] == "EVA02-E-14-plus"
-    fitted = _fit_state(native, model, open_clip)
+    fitted = _fit_state(native, model, expected)
     assert set(fitted) == set(expected)
     assert all(fitted[k].shape == v.shape for k, v in expected.items())
 

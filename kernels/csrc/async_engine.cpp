@@ -134,7 +134,6 @@ EVS_INLINE void gemm_impl(size_t m, const float* const* a, float* const* c, cons
 template <int U>
 EVS_INLINE void sparse_panel(const SparseRow& row, float* c, const float* pw) {
     static_assert(kSparsePad % U == 0, "the unrolling must divide the row padding");
-    assert(row.n >= kSparsePad && row.n % kSparsePad == 0);  // checked in the sanitizer builds
     float acc[U][kPanel];
     const int32_t* idx = row.idx;
     const float* val = row.val;
@@ -159,6 +158,8 @@ EVS_INLINE void sparse_panel(const SparseRow& row, float* c, const float* pw) {
 template <int U>
 EVS_INLINE void sparse_impl(size_t m, const SparseRow* rows, float* const* c, const float* w, int cin, int cout, int j0,
                             int j1) {
+    for (size_t r = 0; r < m; ++r)  // the lists' contract (checked in the sanitizer builds)
+        assert(rows[r].n >= kSparsePad && rows[r].n % kSparsePad == 0);
     for (int j = j0; j < j1;) {
         const PanelSpan ps = panel_at(w, cin, cout, j, j1);
         j = ps.p0 + ps.end;
@@ -166,14 +167,12 @@ EVS_INLINE void sparse_impl(size_t m, const SparseRow* rows, float* const* c, co
             for (size_t r = 0; r < m; ++r) sparse_panel<U>(rows[r], c[r] + ps.p0, ps.w);
             continue;
         }
-        for (size_t r = 0; r < m; ++r) {  // part of a panel
-            assert(rows[r].n >= kSparsePad && rows[r].n % kSparsePad == 0);
+        for (size_t r = 0; r < m; ++r)  // part of a panel
             for (int t = 0; t < rows[r].n; ++t) {
                 const float x = rows[r].val[t];
                 const float* wr = ps.w + size_t(rows[r].idx[t]) * size_t(ps.width);
                 for (int q = ps.first; q < ps.end; ++q) c[r][ps.p0 + q] += x * wr[q];
             }
-        }
     }
 }
 
@@ -466,11 +465,8 @@ void ConvLayer::for_outputs(int32_t in_site, F f) const {
 
 int32_t ConvLayer::add_row(const float* x, bool listed) {
     const auto row = int32_t(rows_.size());
-    rows_.push_back(x);
     if (!listed) {  // multiplied in full
-        nz_begin_.push_back(0);
-        nz_count_.push_back(uint32_t(cin_));
-        nz_len_.push_back(uint32_t(cin_));
+        rows_.push_back({x, 0, uint32_t(cin_)});
         return row;
     }
     // The lists only grow (doubling), so most updates neither allocate nor clear them.
@@ -493,9 +489,7 @@ int32_t ConvLayer::add_row(const float* x, bool listed) {
         val[t] = 0.0f;
     }
     nz_used_ += padded;
-    nz_begin_.push_back(begin);
-    nz_count_.push_back(n);
-    nz_len_.push_back(padded);
+    rows_.push_back({x, begin, n});
     return row;
 }
 
@@ -529,21 +523,19 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
     }
     // Collect the products: per kernel offset, the source rows and the outputs they add into.
     rows_.clear();
-    nz_begin_.clear();
-    nz_count_.clear();
-    nz_len_.clear();
     nz_used_ = 0;
     const bool skipping = channel_skip > 0.0f;  // 0: every row in full, as the paper counts
     in_rows_.clear();
     for (auto& r : refs_) r.clear();
-    for (size_t i = 0; i < n; ++i) add_row(delta_.data() + i * size_t(cin_), skipping);  // row i: change i
-    // Outputs that stay active: out += W_k (x_new - x_old).
+    // Outputs that stay active: out += W_k (x_new - x_old), row i the difference of change i.
     uint64_t delta_rules = 0;
     for (const Pair& pr : pairs_) {
         if (status_[size_t(pr.out)] != Persist) continue;
         refs_[size_t(pr.offset)].push_back({pr.change, pre_.data() + size_t(pr.out) * size_t(cout_)});
         ++delta_rules;
     }
+    if (delta_rules)  // (not in a batch, where every output is new)
+        for (size_t i = 0; i < n; ++i) add_row(delta_.data() + i * size_t(cin_), skipping);
     // Outputs that become active: bias + the whole window; outputs that become inactive: zero.
     uint64_t new_rules = 0;
     const int ow = out_.width;
@@ -583,15 +575,15 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         s_rows_[off].clear();
         sc_rows_[off].clear();
         for (const RowRef& ref : refs_[off]) {
-            const uint32_t nz = nz_count_[size_t(ref.row)], len = nz_len_[size_t(ref.row)];
+            const Row& row = rows_[size_t(ref.row)];
+            const uint32_t nz = row.nz, len = (nz + kSparsePad - 1) / kSparsePad * kSparsePad;
             if (skipping && nz == 0) continue;
-            if (skipping && nz <= skip_limit && len < uint32_t(cin_)) {
-                const size_t b = nz_begin_[size_t(ref.row)];
-                s_rows_[off].push_back({nz_idx_.data() + b, nz_val_.data() + b, int(len)});
+            if (nz <= skip_limit && len < uint32_t(cin_)) {  // (never when not skipping: nz = cin)
+                s_rows_[off].push_back({nz_idx_.data() + row.begin, nz_val_.data() + row.begin, int(len)});
                 sc_rows_[off].push_back(ref.out);
                 channels_multiplied += nz;
             } else {
-                a_rows_[off].push_back(rows_[size_t(ref.row)]);
+                a_rows_[off].push_back(row.x);
                 c_rows_[off].push_back(ref.out);
                 channels_multiplied += uint64_t(cin_);
             }
@@ -793,33 +785,31 @@ Engine::Engine(int height, int width, int channels) {
     input_sites_.resize(height * width);
 }
 
+void Engine::push_layer(std::unique_ptr<Layer> layer) {
+    layer->workers = workers_.get();
+    layer->channel_skip = channel_skip_;
+    layers_.push_back(std::move(layer));
+    reset();
+}
+
 void Engine::add_conv(int cin, int cout, int ksize, int stride, int padding, ConvMode mode, bool relu,
                       std::vector<float> weights, std::vector<float> bias) {
     const Map& last = last_map();
     require(cin == last.channels, "convolution: expected " + std::to_string(last.channels) +
                                       " input channels (the previous layer's), got " + std::to_string(cin));
-    layers_.push_back(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode,
-                                                  relu, std::move(weights), std::move(bias)));
-    layers_.back()->workers = workers_.get();
-    layers_.back()->channel_skip = channel_skip_;
-    reset();
+    push_layer(std::make_unique<ConvLayer>(last.height, last.width, cin, cout, ksize, stride, padding, mode, relu,
+                                           std::move(weights), std::move(bias)));
 }
 
 void Engine::add_maxpool(int size, int stride) {
     const Map& last = last_map();
-    layers_.push_back(std::make_unique<MaxPoolLayer>(last.height, last.width, last.channels, size, stride));
-    layers_.back()->workers = workers_.get();
-    layers_.back()->channel_skip = channel_skip_;
-    reset();
+    push_layer(std::make_unique<MaxPoolLayer>(last.height, last.width, last.channels, size, stride));
 }
 
 void Engine::add_linear(int outputs, std::vector<float> weights, std::vector<float> bias, uint64_t dense_flops) {
     const Map& last = last_map();
-    layers_.push_back(std::make_unique<LinearLayer>(last.height, last.width, last.channels, outputs,
-                                                    std::move(weights), std::move(bias), dense_flops));
-    layers_.back()->workers = workers_.get();
-    layers_.back()->channel_skip = channel_skip_;
-    reset();
+    push_layer(std::make_unique<LinearLayer>(last.height, last.width, last.channels, outputs, std::move(weights),
+                                             std::move(bias), dense_flops));
 }
 
 void Engine::set_threads(int threads) {

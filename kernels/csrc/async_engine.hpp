@@ -234,14 +234,17 @@ class ConvLayer : public Layer {
     std::vector<uint8_t> status_;
     std::vector<Pair> pairs_;
     std::vector<float> delta_;
-    // The product's source rows (differences of changed inputs, inputs of new outputs). Row r is
-    // rows_[r]; when `listed` (channel skipping on) it is also kept as its nz_count_[r] non-zero
-    // channels, nz_idx_[nz_begin_[r] ...] with values nz_val_[...], padded to nz_len_[r] (a
-    // SparseRow); otherwise nz_count_[r] = nz_len_[r] = cin.
+    // The product's source rows (differences of changed inputs, inputs of new outputs): the row's
+    // values, and when `listed` (channel skipping on) its `nz` non-zero channels at
+    // nz_idx_[begin ...] with values nz_val_[...], padded to a multiple of kSparsePad (a
+    // SparseRow); not listed, nz = cin.
+    struct Row {
+        const float* x;
+        size_t begin;
+        uint32_t nz;
+    };
     int32_t add_row(const float* x, bool listed);
-    std::vector<const float*> rows_;
-    std::vector<size_t> nz_begin_;
-    std::vector<uint32_t> nz_count_, nz_len_;
+    std::vector<Row> rows_;
     std::vector<int32_t> nz_idx_;  // sized to the largest update so far; nz_used_ in use
     std::vector<float> nz_val_;
     size_t nz_used_ = 0;
@@ -322,6 +325,7 @@ class Engine {
 
    private:
     void propagate(Changes& in_changes);
+    void push_layer(std::unique_ptr<Layer> layer);
     Map input_;
     std::vector<std::unique_ptr<Layer>> layers_;
     std::unique_ptr<Workers> workers_;

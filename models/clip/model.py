@@ -3,7 +3,7 @@
 Nothing is downloaded: open_clip builds the architecture with random weights
 (``pretrained=None``), the user's file fills it, and a missing or unreadable file is a
 :class:`ClipError` naming the file. Hugging Face access is switched off (``HF_HUB_OFFLINE=1``
-unless the user set it) before open_clip is imported.
+unless the user set it) on importing :mod:`evstream.models.clip`, before open_clip is.
 
 Weight files (:func:`load_clip`):
 
@@ -61,20 +61,16 @@ class ClipError(ValueError):
 
 
 def _open_clip():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # also set on importing evstream.models.clip
     try:
         import open_clip
     except ImportError as exc:
         raise ClipError(
             f"CLIP models need open_clip ({exc}): pip install -c constraints.txt 'evstream[clip]'"
         ) from None
-    if not _BUILTIN:  # the architectures open_clip ships (not those registered since)
-        _BUILTIN.update(p.stem for p in (Path(open_clip.__file__).parent / "model_configs").glob("*.json"))
     return open_clip
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
-_BUILTIN: set[str] = set()
 
 
 def _check_config(config, source) -> dict:
@@ -105,7 +101,7 @@ def _register(name: str, config: dict, source) -> str:
         raise ClipError(f"{source}: {name!r} is not a usable architecture name (letters, digits, ._@+-)")
     if open_clip.get_model_config(name) == config:
         return name
-    if name in _BUILTIN:
+    if (Path(open_clip.__file__).parent / "model_configs" / f"{name}.json").is_file():  # one it ships
         raise ClipError(
             f"{source}: its config is named {name} but differs from open_clip's {name}; rename it"
         )
