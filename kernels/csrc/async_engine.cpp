@@ -6,6 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <iterator>
 #include <limits>
 #include <stdexcept>
@@ -184,6 +187,23 @@ constexpr int kSparseUnrollPortable = 2, kSparseUnrollAvx2 = 2, kSparseUnrollAvx
 
 using GemmFn = void (*)(size_t, const float* const*, float* const*, const float*, int, int, int, int);
 using SparseFn = void (*)(size_t, const SparseRow*, float* const*, const float*, int, int, int, int);
+using NonzeroFn = uint32_t (*)(const float*, int, int32_t*, float*);
+
+// The non-zero channels of x[0, cin) (NaN counts as non-zero, -0 as zero): their indices,
+// ascending, into idx and their values into val (room for cin entries each); returns how many.
+// Branch-free: every channel is written, the non-zero ones kept.
+EVS_INLINE uint32_t nonzero_impl(const float* x, int cin, int c, uint32_t n, int32_t* idx, float* val) {
+    for (; c < cin; ++c) {
+        idx[n] = c;
+        val[n] = x[c];
+        n += x[c] != 0.0f;
+    }
+    return n;
+}
+
+uint32_t nonzero_portable(const float* x, int cin, int32_t* idx, float* val) {
+    return nonzero_impl(x, cin, 0, 0, idx, val);
+}
 
 void gemm_portable(size_t m, const float* const* a, float* const* c, const float* w, int cin, int cout, int j0, int j1) {
     gemm_impl<2, 32>(m, a, c, w, cin, cout, j0, j1);
@@ -219,12 +239,30 @@ __attribute__((target("arch=x86-64-v4"))) void sparse_avx512(size_t m, const Spa
                                                                const float* w, int cin, int cout, int j0, int j1) {
     sparse_impl<kSparseUnrollAvx512>(m, rows, c, w, cin, cout, j0, j1);
 }
+// 16 channels per step: compressed in registers, stored whole (the compressing store to memory
+// is slow on some CPUs); a step's store ends at most at channel c + 16 <= cin, inside the room.
+__attribute__((target("arch=x86-64-v4"))) uint32_t nonzero_avx512(const float* x, int cin, int32_t* idx,
+                                                                    float* val) {
+    uint32_t n = 0;
+    int c = 0;
+    __m512i channels = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; c + 16 <= cin; c += 16) {
+        const __m512 v = _mm512_loadu_ps(x + c);
+        const __mmask16 keep = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_ps(val + n, _mm512_maskz_compress_ps(keep, v));
+        _mm512_storeu_si512(idx + n, _mm512_maskz_compress_epi32(keep, channels));
+        n += uint32_t(__builtin_popcount(keep));
+        channels = _mm512_add_epi32(channels, _mm512_set1_epi32(16));
+    }
+    return nonzero_impl(x, cin, c, n, idx, val);
+}
 #endif
 
 struct Kernel {
     const char* name;
     GemmFn fn;
     SparseFn sparse;
+    NonzeroFn nonzero;  // lists a row's non-zero channels (for sparse)
     bool (*supported)();
 };
 
@@ -243,10 +281,10 @@ bool has_v4() {
 // Best first.
 constexpr Kernel kKernels[] = {
 #ifdef EVS_X86_LEVELS
-    {"avx512", gemm_avx512, sparse_avx512, has_v4},
-    {"avx2", gemm_avx2, sparse_avx2, has_v3},
+    {"avx512", gemm_avx512, sparse_avx512, nonzero_avx512, has_v4},
+    {"avx2", gemm_avx2, sparse_avx2, nonzero_portable, has_v3},  // (no compress instruction)
 #endif
-    {"portable", gemm_portable, sparse_portable, always},
+    {"portable", gemm_portable, sparse_portable, nonzero_portable, always},
 };
 
 // The kernel in use: the best the CPU runs, unless set_gemm_kernel chose another.
@@ -285,6 +323,10 @@ void gemm_rows(size_t m, const float* const* a, float* const* c, const float* w,
 void sparse_rows(size_t m, const SparseRow* rows, float* const* out_rows, const float* w, int cin, int cout, int j0,
                  int j1) {
     current_kernel().load(std::memory_order_relaxed)->sparse(m, rows, out_rows, w, cin, cout, j0, j1);
+}
+
+uint32_t nonzero_channels(const float* x, int cin, int32_t* idx, float* val) {
+    return current_kernel().load(std::memory_order_relaxed)->nonzero(x, cin, idx, val);
 }
 
 const char* gemm_kernel() { return current_kernel().load()->name; }
@@ -477,12 +519,7 @@ int32_t ConvLayer::add_row(const float* x, bool listed) {
     }
     int32_t* idx = nz_idx_.data() + begin;
     float* val = nz_val_.data() + begin;
-    uint32_t n = 0;
-    for (int c = 0; c < cin_; ++c) {  // branch-free: every channel is written, the non-zero ones kept
-        idx[n] = c;
-        val[n] = x[c];
-        n += x[c] != 0.0f;
-    }
+    const uint32_t n = nonzero_channels(x, cin_, idx, val);
     const uint32_t padded = (n + kSparsePad - 1) / kSparsePad * kSparsePad;
     for (uint32_t t = n; t < padded; ++t) {  // padding: zero values
         idx[t] = 0;
