@@ -137,6 +137,22 @@ def _speed(text: str) -> float | None:
     return v
 
 
+def _max_gap(text: str) -> float:
+    from .sources import checked_max_gap
+
+    try:
+        return checked_max_gap(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive seconds or 'inf', got {text!r}") from None
+
+
+_MAX_GAP_HELP = (
+    "longest stretch of recording time without events that a paced replay waits through; longer "
+    "gaps (a paused recording, a damaged timestamp) are skipped and counted (seconds, default "
+    "%(default)g; 'inf': wait through every gap)"
+)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -337,6 +353,7 @@ def cmd_run(args) -> int:
         args.source,
         speed=args.speed,
         loop=args.loop,
+        max_gap_s=args.max_gap,
         zmq_pattern=args.zmq,
         follow=args.follow,
         sensor_size=args.sensor,
@@ -514,6 +531,10 @@ def _stream_notes(result: dict) -> list[str]:
         ("out_of_bounds", "events outside the sensor dropped"),
         ("restarts", "publisher restarts"),
         ("unended_streams", "streams cut off without an end (their last events may be lost uncounted)"),
+        (
+            "gaps_skipped",
+            "gaps in the recording's timestamps longer than --max-gap skipped, not waited through",
+        ),
     ]
     notes = [f"{stats[key]:,} {text}" for key, text in labels if stats.get(key)]
     if result.get("windows_skipped"):
@@ -528,7 +549,12 @@ def cmd_publish(args) -> int:
     if warning := bind_warning(args.to):
         print(f"evstream publish: warning: {warning}", file=sys.stderr)
     source = FileSource(
-        args.file, speed=args.speed, loop=args.loop, format=args.format, sensor_size=args.sensor
+        args.file,
+        speed=args.speed,
+        loop=args.loop,
+        format=args.format,
+        sensor_size=args.sensor,
+        max_gap_s=args.max_gap,
     )
     result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay, curve_keys=args.curve_keys)
     if not args.quiet:
@@ -791,11 +817,15 @@ def _dataset_arguments(p: argparse.ArgumentParser, datasets: list[str]) -> None:
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``view``."""
     from ..replay.formats import READERS
+    from .sources import DEFAULT_MAX_GAP_S
 
     p.add_argument(
         "--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 0.1 slower, 'max' (default 1)"
     )
     p.add_argument("--loop", action="store_true", help="replay the recording again and again")
+    p.add_argument(
+        "--max-gap", type=_max_gap, default=DEFAULT_MAX_GAP_S, metavar="SECONDS", help=_MAX_GAP_HELP
+    )
     p.add_argument(
         "--window-us",
         type=_positive_int,
@@ -885,6 +915,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
+    from .sources import DEFAULT_MAX_GAP_S
 
     readable = ", ".join(sorted(READERS))
     parser = argparse.ArgumentParser(
@@ -980,6 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 'max' (default 1)")
     p.add_argument("--loop", action="store_true", help="replay again and again")
+    p.add_argument(
+        "--max-gap", type=_max_gap, default=DEFAULT_MAX_GAP_S, metavar="SECONDS", help=_MAX_GAP_HELP
+    )
     p.add_argument("--zmq", choices=["pub", "push"], default="pub", help="socket type (default pub)")
     p.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before sending")
     p.add_argument(

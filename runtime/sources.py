@@ -27,6 +27,19 @@ import numpy as np
 log = logging.getLogger("evstream.sources")
 
 
+#: Stretches of recording time without events longer than this (seconds) are not waited through.
+DEFAULT_MAX_GAP_S = 10.0
+
+
+def checked_max_gap(max_gap_s: float) -> float:
+    """``max_gap_s`` if it is a positive number of seconds (``inf``: never skip), else ValueError."""
+    if not max_gap_s > 0:  # (also NaN)
+        raise ValueError(
+            f"the longest gap to wait through must be positive seconds (or inf), got {max_gap_s}"
+        )
+    return float(max_gap_s)
+
+
 class Pacer:
     """Paces a recorded stream by its timestamps, at a speed that can change while it runs.
 
@@ -35,15 +48,23 @@ class Pacer:
     clock at the current stream time, so the replay continues from where it is instead of
     jumping ahead or waiting to catch up. Thread-safe: the viewer calls :meth:`set_speed`,
     :meth:`pause` and :meth:`resume` from its own thread.
+
+    A jump of more than ``max_gap_s`` seconds of stream time since the previous call (a pause in
+    the recording, a damaged timestamp, a clock reset in a concatenated file) is not waited
+    through: the clock re-anchors there, and the jump is counted in :attr:`gaps_skipped` and
+    :attr:`gap_seconds_skipped`.
     """
 
-    def __init__(self, speed: float | None, stop: threading.Event):
+    def __init__(self, speed: float | None, stop: threading.Event, max_gap_s: float = DEFAULT_MAX_GAP_S):
         self._speed = self._checked(speed)
+        self._max_gap_us = checked_max_gap(max_gap_s) * 1e6
         self._stop = stop
         self._paused = False
         self._cond = threading.Condition()
         self._anchor: tuple[float, int] | None = None  # (wall time, stream time) of the last re-anchoring
         self._last_t: int | None = None
+        self.gaps_skipped = 0
+        self.gap_seconds_skipped = 0.0
 
     @property
     def speed(self) -> float | None:
@@ -97,6 +118,13 @@ class Pacer:
                 if self._speed is None or self._anchor is None:
                     self._anchor = (now, t_us)
                     break
+                if self._last_t is not None and t_us - self._last_t > self._max_gap_us:
+                    gap_s = (t_us - self._last_t) * 1e-6
+                    log.info("not waiting through a %.1f s gap in the stream's timestamps", gap_s)
+                    self.gaps_skipped += 1
+                    self.gap_seconds_skipped += gap_s
+                    self._anchor = (now, t_us)
+                    break
                 due = self._anchor[0] + (t_us - self._anchor[1]) * 1e-6 / self._speed
                 if due <= now:
                     break
@@ -137,6 +165,18 @@ class Source(ABC):
         self.stop()
 
 
+def time_slices(events: np.ndarray, slice_us: int) -> Iterator[np.ndarray]:
+    """Splits ``events`` (in file order) into consecutive parts, a new one starting at the first
+    event that reaches the next multiple of ``slice_us`` beyond the latest timestamp so far (an
+    out-of-order earlier event stays in the part it arrived in). No empty parts: a long gap
+    between two events costs nothing."""
+    if not len(events):
+        return
+    reached = np.maximum.accumulate(events["t"] // slice_us)
+    starts = np.flatnonzero(reached[1:] != reached[:-1]) + 1
+    yield from np.split(events, starts)
+
+
 class FileSource(Source):
     """Replays a recording, paced by its timestamps.
 
@@ -145,6 +185,8 @@ class FileSource(Source):
         speed: 1.0 replays in real time, 0.5 at half speed; None as fast as possible.
         loop: start again at the end (timestamps keep increasing across loops).
         slice_us: pacing granularity in microseconds of recording time.
+        max_gap_s: stretches of recording time without events longer than this are skipped
+            instead of waited through (see :class:`Pacer`; ``inf``: never).
     """
 
     def __init__(
@@ -155,11 +197,12 @@ class FileSource(Source):
         slice_us: int = 1000,
         format: str | None = None,
         sensor_size=None,
+        max_gap_s: float = DEFAULT_MAX_GAP_S,
     ):
         super().__init__()
         from ..replay import open_events
 
-        self.pacer = Pacer(speed, self._stop)
+        self.pacer = Pacer(speed, self._stop, max_gap_s)
         self.path = os.fspath(path)
         self._open = lambda: open_events(self.path, format, sensor_size)
         with self._open() as r:
@@ -183,7 +226,11 @@ class FileSource(Source):
             with self._open() as reader:
                 # paced in slices of recording time; a replay started at full speed goes by
                 # blocks (a later speed change paces block by block)
-                parts = reader.blocks() if self.pacer.speed is None else reader.time_windows(self.slice_us)
+                blocks = reader.blocks()
+                if self.pacer.speed is None:
+                    parts = blocks
+                else:
+                    parts = (part for block in blocks for part in time_slices(block, self.slice_us))
                 for ev in parts:
                     if self._stop.is_set():
                         return
@@ -204,7 +251,11 @@ class FileSource(Source):
             shift = last_t + 1 - first_t  # the next loop continues after this one
 
     def stats(self):
-        return {"reader": self.reader_counters}
+        return {
+            "reader": self.reader_counters,
+            "gaps_skipped": self.pacer.gaps_skipped,
+            "gap_seconds_skipped": self.pacer.gap_seconds_skipped,
+        }
 
 
 def open_source(
@@ -218,6 +269,7 @@ def open_source(
     format: str | None = None,
     connect_timeout_s: float = 10.0,
     curve_keys=None,
+    max_gap_s: float = DEFAULT_MAX_GAP_S,
 ) -> Source:
     """A source from a ``--source`` value: a file path, ``tcp://…`` or ``ipc://…`` (with
     ``curve_keys``, a folder made by ``evstream keys``: CURVE-authenticated), ``camera:N``,
@@ -237,9 +289,11 @@ def open_source(
     if curve_keys is not None:
         raise ValueError("--curve-keys applies to ZeroMQ sources (tcp://, ipc://) only")
     if spec.startswith(("camera:", "video:")):
-        return VideoSource(spec, speed=speed, loop=loop)
+        return VideoSource(spec, speed=speed, loop=loop, max_gap_s=max_gap_s)
     if spec.startswith(("dv:", "dv-net://")):
         return DvSource(spec)
     if spec.startswith("metavision:"):
         return MetavisionSource(spec)
-    return FileSource(spec, speed=speed, loop=loop, format=format, sensor_size=sensor_size)
+    return FileSource(
+        spec, speed=speed, loop=loop, format=format, sensor_size=sensor_size, max_gap_s=max_gap_s
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .sources import Pacer, Source
+from .sources import DEFAULT_MAX_GAP_S, Pacer, Source
 
 
 def _cv2():
@@ -26,7 +26,14 @@ class VideoSource(Source):
     as possible); cameras are live (timestamps from the wall clock).
     """
 
-    def __init__(self, spec: str, speed: float | None = 1.0, loop: bool = False, config=None):
+    def __init__(
+        self,
+        spec: str,
+        speed: float | None = 1.0,
+        loop: bool = False,
+        config=None,
+        max_gap_s: float = DEFAULT_MAX_GAP_S,
+    ):
         super().__init__()
         from ..kernels.emulator import EmulatorConfig, EventEmulator
 
@@ -53,7 +60,7 @@ class VideoSource(Source):
             )
         self.height, self.width = frame.shape[:2]
         self.loop, self.spec = loop, spec
-        self.pacer = None if self.live else Pacer(speed, self._stop)
+        self.pacer = None if self.live else Pacer(speed, self._stop, max_gap_s)
         self._emulator = lambda: EventEmulator(self.width, self.height, config or EmulatorConfig())
         self.description = f"{spec} ({self.width}x{self.height}, emulated events)"
         self.frames = 0

@@ -426,3 +426,86 @@ def test_publish_then_run_over_ipc_push_pull(recording, tmp_path):
     assert result["rc"] == 0
     s = json.loads(out.read_text())
     assert s["events_processed"] == len(ev) and s["events_dropped"] == 0
+
+
+# --------------------------------------------------------------------------- gaps in a recording's timestamps
+def test_time_slices_split_by_time_without_empty_parts(rng):
+    from evstream.runtime.sources import time_slices
+
+    ev = random_events(rng, 5000, 64, 48, max_dt=40)
+    ev["t"][2500:] += 10**12  # a jump of 11 days: one boundary, no empty parts in between
+    parts = list(time_slices(ev, 1000))
+    assert np.array_equal(np.concatenate(parts), ev)
+    assert all(len(p) for p in parts)
+    slices = [np.unique(p["t"] // 1000) for p in parts]
+    assert all(len(s) == 1 for s in slices)  # sorted input: each part within one slice ...
+    assert np.all(np.diff([s[0] for s in slices]) > 0)  # ... and the slices increase
+    # an out-of-order earlier event stays in the part it arrived in
+    late = np.zeros(4, EVENT_DTYPE)
+    late["t"] = [5, 1500, 900, 2100]
+    assert [len(p) for p in time_slices(late, 1000)] == [1, 2, 1]
+    assert list(time_slices(late[:0], 1000)) == []
+
+
+def test_pacer_skips_long_gaps_and_waits_through_short_ones():
+    from evstream.runtime.sources import Pacer
+
+    stop = threading.Event()
+    pacer = Pacer(1.0, stop, max_gap_s=0.5)
+    assert pacer.wait(0)
+    start = time.perf_counter()
+    assert pacer.wait(3600 * 10**6)  # an hour later in the recording: not waited for
+    assert time.perf_counter() - start < 5.0
+    assert (pacer.gaps_skipped, pacer.gap_seconds_skipped) == (1, 3600.0)
+    # a gap up to max_gap_s is waited through: this wait only ends through the stop
+    done = []
+    waiter = threading.Thread(target=lambda: done.append(pacer.wait(3600 * 10**6 + 400_000)))
+    waiter.start()
+    time.sleep(0.1)
+    assert not done
+    stop.set()
+    pacer.wake()
+    waiter.join(5.0)
+    assert done == [False] and pacer.gaps_skipped == 1
+    with pytest.raises(ValueError, match="positive seconds"):
+        Pacer(1.0, stop, max_gap_s=0)
+
+
+def test_replay_skips_a_huge_timestamp_jump(tmp_path, rng):
+    # Before, a paced replay stepped through every empty millisecond of the jump (about 10^9 of
+    # them here) and then waited for it in real time.
+    from evstream.replay import write_events
+
+    ev = random_events(rng, 4000, 64, 48, max_dt=5)
+    ev["t"][2000:] += 2**40
+    path = tmp_path / "jump.npz"
+    write_events(path, ev, 64, 48)
+    src = FileSource(path, speed=1.0)
+    start = time.perf_counter()
+    got = np.concatenate(list(src.batches()))
+    assert time.perf_counter() - start < 30.0
+    assert np.array_equal(got, ev)
+    stats = src.stats()
+    assert stats["gaps_skipped"] == 1 and stats["gap_seconds_skipped"] > 1e6
+
+
+def test_max_gap_option(tmp_path, rng, capsys):
+    from evstream.replay import write_events
+
+    ev = random_events(rng, 3000, 64, 48, max_dt=5)
+    ev["t"][1500:] += 60 * 10**6  # a minute without events
+    path = tmp_path / "gap.npz"
+    write_events(path, ev, 64, 48)
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit) as exc:
+            main(["run", "--source", str(path), "--max-gap", bad])
+        assert exc.value.code == 2
+        assert "--max-gap" in capsys.readouterr().err
+    summary = tmp_path / "summary.json"
+    code = main(
+        ["run", "--source", str(path), "--no-model", "--max-gap", "2", "--summary-json", str(summary)]
+    )
+    assert code == 0
+    stats = json.loads(summary.read_text())["source_stats"]
+    assert stats["gaps_skipped"] == 1 and stats["gap_seconds_skipped"] > 59
+    assert "gaps in the recording's timestamps longer than --max-gap skipped" in capsys.readouterr().err
