@@ -559,6 +559,12 @@ def cmd_publish(args) -> int:
     result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay, curve_keys=args.curve_keys)
     if not args.quiet:
         print(f"published {result['events']:,} events in {result['messages']:,} messages to {args.to}")
+        if gaps := source.pacer.gaps_skipped:
+            print(
+                f"evstream publish: {gaps:,} gap{'s' * (gaps != 1)} in the recording's timestamps longer "
+                f"than --max-gap skipped ({source.pacer.gap_seconds_skipped:,.1f} s), not waited through",
+                file=sys.stderr,
+            )
     return 0
 
 
