@@ -254,7 +254,7 @@ def test_openai_archives_warn_when_named_with_gelu(tmp_path):
 def test_model_configs_are_checked_before_open_clip_sees_them(tiny, tmp_path):
     from safetensors.torch import save_file
 
-    _, model, weights = tiny
+    config, model, weights = tiny
     bad = tmp_path / "bad.json"
     bad.write_text('{"embed_dim": 32}')
     with pytest.raises(ClipError, match="bad.json: not an open_clip model config"):
@@ -274,6 +274,12 @@ def test_model_configs_are_checked_before_open_clip_sees_them(tiny, tmp_path):
         with pytest.raises(ClipError, match="is not a usable architecture name"):
             load_clip(sneaky)
     assert not (tmp_path.parent / "escaped.json").exists()
+    # nor does a weight file's architecture name make evstream read a config file (config is a
+    # valid one here: it would load)
+    named = tmp_path / "named.safetensors"
+    save_file(state, str(named), metadata={"open_clip_arch": str(config)})
+    with pytest.raises(ClipError, match="a weight file can name an open_clip architecture only"):
+        load_clip(named)
 
 
 def test_nothing_reaches_the_network(tiny, monkeypatch, rng):

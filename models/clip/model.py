@@ -359,6 +359,11 @@ def load_clip(path: str | os.PathLike, arch: str | None = None, device: str = "c
     elif "config" in info:  # the file's own config: a model folder's, or save_clip's metadata
         name = _register(info.get("arch") or "open_clip_config", info["config"], path)
     elif info.get("arch"):
+        if info["arch"].endswith(".json"):  # a file's word never makes evstream read another file
+            raise ClipError(
+                f"{path}: its metadata names the architecture {info['arch']!r}, a config file; a weight "
+                "file can name an open_clip architecture only (--clip-arch FILE.json reads a config)"
+            )
         name = _resolve_arch(info["arch"])
     elif info["format"] == "openai-torchscript":
         if guess is None:
