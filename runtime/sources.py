@@ -16,6 +16,7 @@ their speed while they run.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -49,15 +50,17 @@ class Pacer:
     jumping ahead or waiting to catch up. Thread-safe: the viewer calls :meth:`set_speed`,
     :meth:`pause` and :meth:`resume` from its own thread.
 
-    A jump of more than ``max_gap_s`` seconds of stream time since the previous call (a pause in
-    the recording, a damaged timestamp, a clock reset in a concatenated file) is not waited
-    through: the clock re-anchors there, and the jump is counted in :attr:`gaps_skipped` and
-    :attr:`gap_seconds_skipped`.
+    A jump of more than ``max_gap_s`` seconds of stream time from the previous call's time to the
+    next part's first one is skipped: forwards (a pause in the recording, a damaged timestamp) it
+    is not waited through, backwards (a clock reset, the way back from a damaged timestamp) it is
+    not raced through. The clock re-anchors there, and the jump is counted in
+    :attr:`gaps_skipped` and :attr:`gap_seconds_skipped`.
     """
 
     def __init__(self, speed: float | None, stop: threading.Event, max_gap_s: float = DEFAULT_MAX_GAP_S):
         self._speed = self._checked(speed)
-        self._max_gap_us = checked_max_gap(max_gap_s) * 1e6
+        self._max_gap_s = checked_max_gap(max_gap_s)
+        self._max_gap_us = self._max_gap_s * 1e6
         self._stop = stop
         self._paused = False
         self._cond = threading.Condition()
@@ -73,6 +76,10 @@ class Pacer:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def max_gap_s(self) -> float:
+        return self._max_gap_s
 
     @staticmethod
     def _checked(speed: float | None) -> float | None:
@@ -105,9 +112,21 @@ class Pacer:
         self._anchor = None if self._last_t is None else (time.perf_counter(), self._last_t)
         self._cond.notify_all()
 
-    def wait(self, t_us: int) -> bool:
-        """Blocks until stream time ``t_us`` is due; False when the source was stopped."""
+    def wait(self, t_us: int, first_us: int | None = None) -> bool:
+        """Blocks until stream time ``t_us`` is due; False when the source was stopped.
+        ``first_us``: the time of the part's first event (default ``t_us``), from which a gap is
+        measured."""
+        first = t_us if first_us is None else first_us
         with self._cond:
+            last = self._last_t
+            if self._speed is not None and last is not None and abs(first - last) > self._max_gap_us:
+                gap_s = abs(first - last) * 1e-6
+                way = "forwards" if first > last else "backwards"
+                log.info("skipped a %.1f s jump %s in the stream's timestamps", gap_s, way)
+                self.gaps_skipped += 1
+                self.gap_seconds_skipped += gap_s
+                self._anchor = (time.perf_counter(), first)
+                self._last_t = first  # (a pause meanwhile re-anchors here, not before the jump)
             while True:
                 if self._stop.is_set():
                     return False
@@ -116,13 +135,6 @@ class Pacer:
                     continue
                 now = time.perf_counter()
                 if self._speed is None or self._anchor is None:
-                    self._anchor = (now, t_us)
-                    break
-                if self._last_t is not None and t_us - self._last_t > self._max_gap_us:
-                    gap_s = (t_us - self._last_t) * 1e-6
-                    log.info("not waiting through a %.1f s gap in the stream's timestamps", gap_s)
-                    self.gaps_skipped += 1
-                    self.gap_seconds_skipped += gap_s
                     self._anchor = (now, t_us)
                     break
                 due = self._anchor[0] + (t_us - self._anchor[1]) * 1e-6 / self._speed
@@ -165,16 +177,23 @@ class Source(ABC):
         self.stop()
 
 
-def time_slices(events: np.ndarray, slice_us: int) -> Iterator[np.ndarray]:
-    """Splits ``events`` (in file order) into consecutive parts, a new one starting at the first
-    event that reaches the next multiple of ``slice_us`` beyond the latest timestamp so far (an
-    out-of-order earlier event stays in the part it arrived in). No empty parts: a long gap
-    between two events costs nothing."""
+def time_slices(events: np.ndarray, slice_us: int, jump_us: float = math.inf) -> Iterator[np.ndarray]:
+    """Splits ``events`` (in file order) into consecutive parts for pacing, none empty (a long gap
+    between two events costs nothing).
+
+    A part ends before an event that reaches the next multiple of ``slice_us`` beyond the latest
+    timestamp so far (an out-of-order earlier event stays in the part it arrived in), and before
+    an event more than ``jump_us`` away from its predecessor, either way: a damaged timestamp is
+    then a part of its own, and the events after it start afresh."""
+    if not slice_us > 0:
+        raise ValueError(f"slice_us must be positive, got {slice_us}")
     if not len(events):
         return
-    reached = np.maximum.accumulate(events["t"] // slice_us)
-    starts = np.flatnonzero(reached[1:] != reached[:-1]) + 1
-    yield from np.split(events, starts)
+    t = events["t"]
+    jumps = np.flatnonzero(np.abs(np.diff(t)) > jump_us) + 1 if math.isfinite(jump_us) else []
+    for segment in np.split(events, jumps):
+        reached = np.maximum.accumulate(segment["t"] // slice_us)
+        yield from np.split(segment, np.flatnonzero(reached[1:] != reached[:-1]) + 1)
 
 
 class FileSource(Source):
@@ -224,13 +243,17 @@ class FileSource(Source):
         while not self._stop.is_set():
             last_t = None
             with self._open() as reader:
-                # paced in slices of recording time; a replay started at full speed goes by
-                # blocks (a later speed change paces block by block)
-                blocks = reader.blocks()
-                if self.pacer.speed is None:
-                    parts = blocks
-                else:
-                    parts = (part for block in blocks for part in time_slices(block, self.slice_us))
+                # paced in slices of recording time, at full speed by whole blocks (a speed change
+                # takes effect from the next block)
+                parts = (
+                    part
+                    for block in reader.blocks()
+                    for part in (
+                        (block,)
+                        if self.pacer.speed is None
+                        else time_slices(block, self.slice_us, self.pacer.max_gap_s * 1e6)
+                    )
+                )
                 for ev in parts:
                     if self._stop.is_set():
                         return
@@ -241,7 +264,7 @@ class FileSource(Source):
                     if shift:
                         ev = copy_events(ev)
                         ev["t"] += shift
-                    if not self.pacer.wait(int(ev["t"][-1])):
+                    if not self.pacer.wait(int(ev["t"][-1]), int(ev["t"][0])):
                         return
                     last_t = int(ev["t"][-1])
                     yield ev

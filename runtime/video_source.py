@@ -99,4 +99,10 @@ class VideoSource(Source):
             offset = t_last + 1
 
     def stats(self):
-        return {"frames": self.frames}
+        if self.pacer is None:
+            return {"frames": self.frames}
+        return {
+            "frames": self.frames,
+            "gaps_skipped": self.pacer.gaps_skipped,
+            "gap_seconds_skipped": self.pacer.gap_seconds_skipped,
+        }

@@ -445,30 +445,58 @@ def test_time_slices_split_by_time_without_empty_parts(rng):
     late["t"] = [5, 1500, 900, 2100]
     assert [len(p) for p in time_slices(late, 1000)] == [1, 2, 1]
     assert list(time_slices(late[:0], 1000)) == []
+    # a damaged timestamp (a jump out and back) is a part of its own when jumps are limited; the
+    # events after it start afresh instead of joining it
+    spiky = np.zeros(6, EVENT_DTYPE)
+    spiky["t"] = [10, 1100, 2**40, 1200, 2300, 2400]
+    assert [list(p["t"]) for p in time_slices(spiky, 1000, jump_us=10**6)] == [
+        [10],
+        [1100],
+        [2**40],
+        [1200],
+        [2300, 2400],
+    ]
+    assert [len(p) for p in time_slices(spiky, 1000)] == [1, 1, 4]  # unlimited: the old rule
+    with pytest.raises(ValueError, match="slice_us must be positive"):
+        next(time_slices(late, 0))
 
 
-def test_pacer_skips_long_gaps_and_waits_through_short_ones():
+def test_pacer_skips_long_gaps_both_ways_and_waits_through_short_ones():
     from evstream.runtime.sources import Pacer
 
     stop = threading.Event()
-    pacer = Pacer(1.0, stop, max_gap_s=0.5)
+    pacer = Pacer(1.0, stop, max_gap_s=100)
     assert pacer.wait(0)
     start = time.perf_counter()
     assert pacer.wait(3600 * 10**6)  # an hour later in the recording: not waited for
-    assert time.perf_counter() - start < 5.0
-    assert (pacer.gaps_skipped, pacer.gap_seconds_skipped) == (1, 3600.0)
-    # a gap up to max_gap_s is waited through: this wait only ends through the stop
+    assert pacer.wait(10**6, first_us=1000)  # and back (a damaged timestamp): re-anchored there
+    assert time.perf_counter() - start < 5.0  # (a bound for a hang, not a timing)
+    assert (pacer.gaps_skipped, pacer.gap_seconds_skipped) == (2, 3600.0 + 3599.999)
+    # a gap up to max_gap_s (here 90 s) is waited through: this wait ends through the stop
     done = []
-    waiter = threading.Thread(target=lambda: done.append(pacer.wait(3600 * 10**6 + 400_000)))
+    waiter = threading.Thread(target=lambda: done.append(pacer.wait(91 * 10**6)))
     waiter.start()
-    time.sleep(0.1)
+    time.sleep(0.2)
     assert not done
     stop.set()
     pacer.wake()
     waiter.join(5.0)
-    assert done == [False] and pacer.gaps_skipped == 1
+    assert done == [False] and pacer.gaps_skipped == 2
     with pytest.raises(ValueError, match="positive seconds"):
         Pacer(1.0, stop, max_gap_s=0)
+
+
+def _replay(src: FileSource, timeout_s: float = 60.0) -> tuple[np.ndarray, float]:
+    """All events of a replay and its wall time, failing (not hanging) after ``timeout_s``."""
+    got = []
+    start = time.perf_counter()
+    worker = threading.Thread(target=lambda: got.extend(src.batches()), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        src.stop()
+        pytest.fail(f"the replay took more than {timeout_s} s")
+    return np.concatenate(got), time.perf_counter() - start
 
 
 def test_replay_skips_a_huge_timestamp_jump(tmp_path, rng):
@@ -481,12 +509,34 @@ def test_replay_skips_a_huge_timestamp_jump(tmp_path, rng):
     path = tmp_path / "jump.npz"
     write_events(path, ev, 64, 48)
     src = FileSource(path, speed=1.0)
-    start = time.perf_counter()
-    got = np.concatenate(list(src.batches()))
-    assert time.perf_counter() - start < 30.0
+    got, _ = _replay(src)
     assert np.array_equal(got, ev)
     stats = src.stats()
     assert stats["gaps_skipped"] == 1 and stats["gap_seconds_skipped"] > 1e6
+
+
+@pytest.mark.parametrize("damage", ["spike", "reset"])
+def test_replay_stays_paced_after_damaged_timestamps(tmp_path, rng, damage):
+    # One event stamped far in the future, or the clock starting again from zero halfway: the
+    # rest of the recording is still paced (before, it was raced through: its times were due).
+    from evstream.replay import write_events
+
+    ev = random_events(rng, 20_000, 64, 48, max_dt=100)  # about 1 s
+    half = len(ev) // 2
+    if damage == "spike":
+        ev["t"][half] = 2**40
+    else:
+        ev["t"][half:] -= ev["t"][half] - ev["t"][0]
+    path = tmp_path / "damaged.npz"
+    write_events(path, ev, 64, 48)
+    src = FileSource(path, speed=2.0, max_gap_s=0.2)
+    got, elapsed = _replay(src)
+    assert np.array_equal(got, ev)
+    assert src.stats()["gaps_skipped"] == (2 if damage == "spike" else 1)
+    paced_s = (
+        (int(ev["t"][half - 1]) - int(ev["t"][0]) + int(ev["t"][-1]) - int(ev["t"][half + 1])) * 1e-6 / 2.0
+    )
+    assert elapsed >= 0.9 * paced_s  # never faster than asked (a lower bound only)
 
 
 def test_max_gap_option(tmp_path, rng, capsys):
