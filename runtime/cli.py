@@ -147,9 +147,9 @@ def _max_gap(text: str) -> float:
 
 
 _MAX_GAP_HELP = (
-    "longest stretch of recording time without events that a paced replay waits through; longer "
-    "gaps (a paused recording, a damaged timestamp) are skipped and counted (seconds, default "
-    "%(default)g; 'inf': wait through every gap)"
+    "longest jump between consecutive timestamps that a paced replay follows; longer ones, forwards "
+    "or backwards (a paused recording, a damaged timestamp, a clock reset), are skipped and counted "
+    "(seconds, default %(default)g; 'inf': wait through every gap)"
 )
 
 
