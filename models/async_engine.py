@@ -59,10 +59,12 @@ class UpdateCost:
 class AsyncSparseVGG:
     """The C++ asynchronous engine holding the weights of ``model`` (batch norm folded; the model
     must be in eval mode, its running statistics are used). ``threads`` > 1 share each
-    convolution's products by output channels (results are bit-identical). The default is 1: on the
-    2-vCPU development machine a second thread gained nothing (its two vCPUs share one core's
-    vector units: two processes multiplying matrices get 43 + 42 GFLOP/s, one alone 125), and an
-    idle worker spins briefly after each update, taking time from the ingestion thread.
+    convolution's products by output channels (results are bit-identical). The default is 1: the
+    engine leaves the other cores to the ingestion loop and the viewer (an idle worker spins
+    briefly after each update). On the 2-vCPU development machine two threads took a 1-event
+    update of the N-Caltech101 VGG from 2.3 to 1.6 ms (2026-11-30, when both vCPUs ran AVX-512
+    multiply-adds at full speed at once; an earlier measurement found them sharing one core, 43 +
+    42 GFLOP/s against 125 alone: a virtual machine's placement can change).
 
     ``channel_skip``: a row of a convolution's products (a changed site's difference, or an input of
     a newly active output) whose share of non-zero channels is at most this is multiplied over those
