@@ -146,11 +146,19 @@ def _max_gap(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected positive seconds or 'inf', got {text!r}") from None
 
 
-_MAX_GAP_HELP = (
-    "longest jump between consecutive timestamps that a paced replay follows; longer ones, forwards "
-    "or backwards (a paused recording, a damaged timestamp, a clock reset), are skipped and counted "
-    "(seconds, default %(default)g; 'inf': wait through every gap)"
-)
+def _max_gap_option(p: argparse.ArgumentParser) -> None:
+    """``--max-gap`` of the commands that replay a recording (run, view, publish)."""
+    from .sources import DEFAULT_MAX_GAP_S
+
+    p.add_argument(
+        "--max-gap",
+        type=_max_gap,
+        default=DEFAULT_MAX_GAP_S,
+        metavar="SECONDS",
+        help="longest jump between consecutive timestamps that a paced replay follows; longer ones, "
+        "forwards or backwards (a paused recording, a damaged timestamp, a clock reset), are skipped "
+        "and counted (seconds, default %(default)g; 'inf': wait through every gap)",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -823,15 +831,12 @@ def _dataset_arguments(p: argparse.ArgumentParser, datasets: list[str]) -> None:
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``view``."""
     from ..replay.formats import READERS
-    from .sources import DEFAULT_MAX_GAP_S
 
     p.add_argument(
         "--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 0.1 slower, 'max' (default 1)"
     )
     p.add_argument("--loop", action="store_true", help="replay the recording again and again")
-    p.add_argument(
-        "--max-gap", type=_max_gap, default=DEFAULT_MAX_GAP_S, metavar="SECONDS", help=_MAX_GAP_HELP
-    )
+    _max_gap_option(p)
     p.add_argument(
         "--window-us",
         type=_positive_int,
@@ -921,7 +926,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..replay.formats import READERS, WRITE_EXTENSIONS, WRITERS
-    from .sources import DEFAULT_MAX_GAP_S
 
     readable = ", ".join(sorted(READERS))
     parser = argparse.ArgumentParser(
@@ -1017,9 +1021,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--speed", type=_speed, default=1.0, help="replay speed: 1 real time, 'max' (default 1)")
     p.add_argument("--loop", action="store_true", help="replay again and again")
-    p.add_argument(
-        "--max-gap", type=_max_gap, default=DEFAULT_MAX_GAP_S, metavar="SECONDS", help=_MAX_GAP_HELP
-    )
+    _max_gap_option(p)
     p.add_argument("--zmq", choices=["pub", "push"], default="pub", help="socket type (default pub)")
     p.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before sending")
     p.add_argument(

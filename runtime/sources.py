@@ -60,7 +60,6 @@ class Pacer:
     def __init__(self, speed: float | None, stop: threading.Event, max_gap_s: float = DEFAULT_MAX_GAP_S):
         self._speed = self._checked(speed)
         self._max_gap_s = checked_max_gap(max_gap_s)
-        self._max_gap_us = self._max_gap_s * 1e6
         self._stop = stop
         self._paused = False
         self._cond = threading.Condition()
@@ -80,6 +79,10 @@ class Pacer:
     @property
     def max_gap_s(self) -> float:
         return self._max_gap_s
+
+    def gap_stats(self) -> dict:
+        """The jumps skipped, for a source's :meth:`~Source.stats`."""
+        return {"gaps_skipped": self.gaps_skipped, "gap_seconds_skipped": self.gap_seconds_skipped}
 
     @staticmethod
     def _checked(speed: float | None) -> float | None:
@@ -119,8 +122,8 @@ class Pacer:
         first = t_us if first_us is None else first_us
         with self._cond:
             last = self._last_t
-            if self._speed is not None and last is not None and abs(first - last) > self._max_gap_us:
-                gap_s = abs(first - last) * 1e-6
+            gap_s = 0.0 if last is None else abs(first - last) * 1e-6
+            if self._speed is not None and gap_s > self._max_gap_s:
                 way = "forwards" if first > last else "backwards"
                 log.info("skipped a %.1f s jump %s in the stream's timestamps", gap_s, way)
                 self.gaps_skipped += 1
@@ -190,7 +193,7 @@ def time_slices(events: np.ndarray, slice_us: int, jump_us: float = math.inf) ->
     if not len(events):
         return
     t = events["t"]
-    jumps = np.flatnonzero(np.abs(np.diff(t)) > jump_us) + 1 if math.isfinite(jump_us) else []
+    jumps = np.flatnonzero(np.abs(np.diff(t)) > jump_us) + 1
     for segment in np.split(events, jumps):
         reached = np.maximum.accumulate(segment["t"] // slice_us)
         yield from np.split(segment, np.flatnonzero(reached[1:] != reached[:-1]) + 1)
@@ -276,8 +279,7 @@ class FileSource(Source):
     def stats(self):
         return {
             "reader": self.reader_counters,
-            "gaps_skipped": self.pacer.gaps_skipped,
-            "gap_seconds_skipped": self.pacer.gap_seconds_skipped,
+            **self.pacer.gap_stats(),
         }
 
 

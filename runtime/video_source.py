@@ -99,10 +99,4 @@ class VideoSource(Source):
             offset = t_last + 1
 
     def stats(self):
-        if self.pacer is None:
-            return {"frames": self.frames}
-        return {
-            "frames": self.frames,
-            "gaps_skipped": self.pacer.gaps_skipped,
-            "gap_seconds_skipped": self.pacer.gap_seconds_skipped,
-        }
+        return {"frames": self.frames, **(self.pacer.gap_stats() if self.pacer else {})}

@@ -520,7 +520,7 @@ int32_t ConvLayer::add_row(const float* x, bool listed) {
     int32_t* idx = nz_idx_.data() + begin;
     float* val = nz_val_.data() + begin;
     const uint32_t n = nonzero_channels(x, cin_, idx, val);
-    const uint32_t padded = (n + kSparsePad - 1) / kSparsePad * kSparsePad;
+    const uint32_t padded = padded_length(n);
     for (uint32_t t = n; t < padded; ++t) {  // padding: zero values
         idx[t] = 0;
         val[t] = 0.0f;
@@ -613,7 +613,7 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         sc_rows_[off].clear();
         for (const RowRef& ref : refs_[off]) {
             const Row& row = rows_[size_t(ref.row)];
-            const uint32_t nz = row.nz, len = (nz + kSparsePad - 1) / kSparsePad * kSparsePad;
+            const uint32_t nz = row.nz, len = padded_length(nz);
             if (skipping && nz == 0) continue;
             if (nz <= skip_limit && len < uint32_t(cin_)) {  // (never when not skipping: nz = cin)
                 s_rows_[off].push_back({nz_idx_.data() + row.begin, nz_val_.data() + row.begin, int(len)});

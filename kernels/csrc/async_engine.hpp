@@ -155,6 +155,8 @@ class Workers {
 // A row of a product given by its non-zero channels: their indices in idx (ascending) and values
 // in val, followed by padding (channel 0, value 0) up to n, a positive multiple of kSparsePad.
 constexpr int kSparsePad = 4;
+// The length of a list of n channels with its padding.
+constexpr uint32_t padded_length(uint32_t n) { return (n + kSparsePad - 1) / kSparsePad * kSparsePad; }
 struct SparseRow {
     const int32_t* idx;
     const float* val;
