@@ -627,8 +627,10 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         }
     }
     // One gathered product per kernel offset (two: full rows and channel-skipping rows); with
-    // workers, each thread takes a band of output channels of every offset (no two threads write
-    // the same value, no locks).
+    // workers, the threads take the weight panels (kPanel output channels, every offset) one at a
+    // time from a shared counter: no two threads write the same value, no locks, and a thread on
+    // a slower core takes fewer panels (on the development VM one vCPU often ran the products at
+    // two thirds of the other's speed; with fixed halves the update waited for it).
     auto products = [&](int j0, int j1) {
         for (size_t off = 0; off < kk; ++off) {
             const float* w = w_.data() + off * size_t(cin_) * size_t(cout_);
@@ -639,13 +641,15 @@ void ConvLayer::update(const Map& in, const Changes& changes, Changes& out_chang
         }
     };
     const uint64_t macs = channels_multiplied * uint64_t(cout_);
-    if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ > kPanel)
-        workers->run([&](int t, int n) {
-            const int band = (cout_ / n + kPanel - 1) / kPanel * kPanel;  // whole weight panels
-            const int j0 = std::min(cout_, t * band), j1 = t == n - 1 ? cout_ : std::min(cout_, (t + 1) * band);
-            if (j0 < j1) products(j0, j1);
+    if (workers && workers->size() > 1 && macs >= kParallelMacs && cout_ > kPanel) {
+        const int panels = (cout_ + kPanel - 1) / kPanel;
+        std::atomic<int> next{0};
+        workers->run([&](int, int) {
+            for (int p = next.fetch_add(1, std::memory_order_relaxed); p < panels;
+                 p = next.fetch_add(1, std::memory_order_relaxed))
+                products(p * kPanel, std::min(cout_, (p + 1) * kPanel));
         });
-    else
+    } else
         products(0, cout_);
     counts.rules = delta_rules + new_rules;
     const uint64_t differences = delta_rules ? n * uint64_t(cin_) : 0;

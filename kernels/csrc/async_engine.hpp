@@ -229,9 +229,9 @@ class ConvLayer : public Layer {
     bool relu_;
     AlignedFloats w_;
     std::vector<float> b_;
-    // Pre-activation, out sites x cout. Cache-line aligned: with threads, each writes a band of
-    // whole panels of every row (rows start on a line when cout is a multiple of 16, as in the
-    // VGGs); a row that straddled a line boundary shared a line between two threads' bands (false
+    // Pre-activation, out sites x cout. Cache-line aligned: with threads, each writes whole
+    // panels of every row (rows start on a line when cout is a multiple of 16, as in the VGGs); a
+    // row that straddled a line boundary shared a line between two threads' panels (false
     // sharing: a 64-channel layer's products took 37 instead of 28 us with two threads).
     AlignedFloats pre_;
     std::vector<int32_t> in_count_;  // sparse mode: active inputs in each output's window
