@@ -533,21 +533,27 @@ def _result_publisher(url: str):
 def _stream_notes(result: dict) -> list[str]:
     """The irregularities of a run worth a line of their own (network damage, restarts, gaps)."""
     stats = result.get("source_stats") or {}
-    labels = [
-        ("malformed", "malformed messages skipped"),
-        ("gap_events", "events lost in sequence gaps"),
-        ("out_of_bounds", "events outside the sensor dropped"),
-        ("restarts", "publisher restarts"),
-        ("unended_streams", "streams cut off without an end (their last events may be lost uncounted)"),
+    counts = {**stats, "windows_skipped": result.get("windows_skipped")}
+    labels = [  # (count, text for one, text for more)
+        ("malformed", "malformed message skipped", "malformed messages skipped"),
+        ("gap_events", "event lost in sequence gaps", "events lost in sequence gaps"),
+        ("out_of_bounds", "event outside the sensor dropped", "events outside the sensor dropped"),
+        ("restarts", "publisher restart", "publisher restarts"),
+        (
+            "unended_streams",
+            "stream cut off without an end (its last events may be lost uncounted)",
+            "streams cut off without an end (their last events may be lost uncounted)",
+        ),
         (
             "gaps_skipped",
+            "gap in the recording's timestamps longer than --max-gap skipped, not waited through",
             "gaps in the recording's timestamps longer than --max-gap skipped, not waited through",
         ),
+        ("windows_skipped", "empty window skipped in a long gap", "empty windows skipped in long gaps"),
     ]
-    notes = [f"{stats[key]:,} {text}" for key, text in labels if stats.get(key)]
-    if result.get("windows_skipped"):
-        notes.append(f"{result['windows_skipped']:,} empty windows skipped in long gaps")
-    return notes
+    return [
+        f"{counts[key]:,} {one if counts[key] == 1 else many}" for key, one, many in labels if counts.get(key)
+    ]
 
 
 def cmd_publish(args) -> int:

@@ -558,7 +558,9 @@ def test_max_gap_option(tmp_path, rng, capsys):
     assert code == 0
     stats = json.loads(summary.read_text())["source_stats"]
     assert stats["gaps_skipped"] == 1 and stats["gap_seconds_skipped"] > 59
-    assert "gaps in the recording's timestamps longer than --max-gap skipped" in capsys.readouterr().err
+    assert (
+        "stream: 1 gap in the recording's timestamps longer than --max-gap skipped" in capsys.readouterr().err
+    )
     url = f"tcp://127.0.0.1:{free_port()}"
     assert main(["publish", str(path), "--to", url, "--max-gap", "2", "--delay", "0"]) == 0
     assert (
