@@ -22,8 +22,10 @@ jAER: it swaps x and y and flips neither x nor polarity). Pass ``flip_y=True`` f
 counted from the top, the convention of AEDAT 3.1 and 4.0 recordings of the same camera.
 
 Timestamps are 32-bit; they are read as unsigned and a backwards jump of more than 2^31 µs is
-unwrapped as a 2^32 µs overflow (``time_loops``). Smaller backwards steps are kept and counted
-(``t_backwards``). A trailing partial record is counted in ``truncated_bytes``.
+unwrapped as a 2^32 µs overflow (``time_loops``), unless the timestamp before it had jumped forward
+by 2^31 µs or more; and a jump forward by 2^31 µs or more right after a wrap takes the wrap back.
+Either way one timestamp was damaged, and time resumes from before it. Backwards steps in the
+unwrapped times are counted (``t_backwards``). A trailing partial record is counted in ``truncated_bytes``.
 
 **AEDAT 3.1** (cAER / libcaer, :class:`Aedat31Reader`): header lines up to ``#!END-HEADER``
 (``#Source <id>: <device>`` names the cameras), then packets, all little-endian: a 28-byte header
@@ -147,30 +149,46 @@ def _version(lines: list[str]) -> str:
 
 
 class _TimeUnwrapper:
-    """Unwraps 32-bit unsigned timestamps across blocks (2^32 µs overflows)."""
+    """Unwraps 32-bit unsigned timestamps across blocks (2^32 µs overflows) by the rule of the C++
+    decoders' ``wrap_step``: a step back by more than 2^31 µs is a wrap, unless the step before it
+    jumped forward by 2^31 µs or more (a damaged value: time resumes from before it); a jump
+    forward by 2^31 µs or more right after a wrap takes that wrap back. Steps back in the unwrapped
+    times are counted (``t_backwards``)."""
 
     def __init__(self, reader: EventReader):
         self.reader = reader
-        self.last: int | None = None
-        self.offset = 0
+        self.last: int | None = None  # the previous block's last raw timestamp
+        self.last_t: int | None = None  # ... and its unwrapped time
+        self.kind = "normal"  # the kind of the last step: "normal", "wrapped" or "jumped"
+        self.offset = 0  # loops so far
 
     def __call__(self, t32: np.ndarray) -> np.ndarray:
-        t = t32.astype(np.int64)
-        if not len(t):
-            return t
-        prev = np.empty_like(t)
-        prev[0] = t[0] if self.last is None else self.last
-        prev[1:] = t[:-1]
-        step = t - prev
-        wraps = step < -(1 << 31)
-        self.reader._count("t_backwards", int(np.count_nonzero(step < 0)) - int(np.count_nonzero(wraps)))
-        self.last = int(t[-1])
-        if wraps.any():
-            self.reader._count("time_loops", int(np.count_nonzero(wraps)))
-            t += (self.offset + np.cumsum(wraps, dtype=np.int64)) << 32
-            self.offset += int(np.count_nonzero(wraps))
-        elif self.offset:
-            t += self.offset << 32
+        raw = t32.astype(np.int64)
+        if not len(raw):
+            return raw
+        prev = np.empty_like(raw)
+        prev[0] = raw[0] if self.last is None else self.last
+        prev[1:] = raw[:-1]
+        step = raw - prev
+        change = np.zeros(len(raw), np.int64)  # the loop change at each timestamp
+        kind, at = self.kind, -1  # the kind of the step at index `at` (-1: the previous block's last)
+        for i in np.flatnonzero((step < -(1 << 31)) | (step >= 1 << 31)).tolist():  # rare
+            if i != at + 1:
+                kind = "normal"  # plain steps in between
+            if step[i] < 0:
+                change[i], kind = (0, "normal") if kind == "jumped" else (1, "wrapped")
+            else:
+                change[i], kind = (-1, "normal") if kind == "wrapped" else (0, "jumped")
+            at = i
+        self.kind = kind if at == len(raw) - 1 else "normal"
+        t = raw + ((self.offset + np.cumsum(change)) << 32)
+        back = int(np.count_nonzero(t[1:] < t[:-1])) + int(self.last_t is not None and t[0] < self.last_t)
+        if back:
+            self.reader._count("t_backwards", back)
+        if change.any():
+            self.reader._count("time_loops", int(change.sum()))
+        self.offset += int(change.sum())
+        self.last, self.last_t = int(raw[-1]), int(t[-1])
         return t
 
 

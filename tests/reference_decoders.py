@@ -61,23 +61,37 @@ def evt3(data: bytes, width: int, height: int):
     return _events(rows)
 
 
+def wrap_step(raw: int, prev: int, last: str, half: int, strict: bool) -> tuple[int, str]:
+    """The counter-wrap rule of the EVT 2.0 / 2.1 and DAT decoders, as plainly as possible: a step
+    back by half the range or more (`strict`: more than half) is a wrap (+1 loop), unless the step
+    before it jumped forward by half the range or more; a jump forward by half the range or more
+    right after a wrap takes that wrap back (-1). Returns (loop change, this step's kind)."""
+    d = raw - prev
+    if d < -half or (d == -half and not strict):
+        return (0, "normal") if last == "jumped" else (1, "wrapped")
+    if d >= half:
+        return (-1, "normal") if last == "wrapped" else (0, "jumped")
+    return 0, "normal"
+
+
 def evt2(data: bytes, width: int, height: int):
     words = np.frombuffer(data[: len(data) // 4 * 4], "<u4").tolist()
     rows = []
-    base = None
+    raw_prev = None
     loops = 0
+    last = "normal"
     for w in words:
         kind = w >> 28
         if kind == 0x8:
-            new = loops + ((w & 0x0FFFFFFF) << 6)
-            if base is not None and base - new >= 1 << 33:
-                loops += 1 << 34
-                new += 1 << 34
-            base = new
-        elif kind in (0, 1) and base is not None:
+            raw = (w & 0x0FFFFFFF) << 6
+            if raw_prev is not None:
+                change, last = wrap_step(raw, raw_prev, last, 1 << 33, strict=False)
+                loops += change
+            raw_prev = raw
+        elif kind in (0, 1) and raw_prev is not None:
             x, y = (w >> 11) & 0x7FF, w & 0x7FF
             if x < width and y < height:
-                rows.append((x, y, base + ((w >> 22) & 0x3F), kind))
+                rows.append((x, y, (loops << 34) + raw_prev + ((w >> 22) & 0x3F), kind))
     return _events(rows)
 
 
@@ -102,15 +116,17 @@ def evt21_little(data: bytes, width: int, height: int):
 def dat(data: bytes, width: int, height: int):
     rec = np.frombuffer(data[: len(data) // 8 * 8], "<u4").reshape(-1, 2).tolist()
     rows = []
-    loop = 0
+    loops = 0
     prev = None
+    last = "normal"
     for t, v in rec:
-        if prev is not None and t + (1 << 31) < prev:
-            loop += 1 << 32
+        if prev is not None:
+            change, last = wrap_step(t, prev, last, 1 << 31, strict=True)
+            loops += change
         prev = t
         x, y = v & 0x3FFF, (v >> 14) & 0x3FFF
         if x < width and y < height:
-            rows.append((x, y, t + loop, (v >> 28) & 1))
+            rows.append((x, y, t + (loops << 32), (v >> 28) & 1))
     return _events(rows)
 
 

@@ -163,6 +163,23 @@ def test_timestamp_wraps_across_blocks(tmp_path, monkeypatch):
     assert reader.counters == {"time_loops": 2, "t_backwards": 1}
 
 
+@pytest.mark.parametrize("block", [24, 4096])  # three records per read, or all at once
+@pytest.mark.parametrize("bad", [2**31 + 7, 0xC000_0000, 3])
+def test_damaged_timestamp_is_no_wrap(tmp_path, monkeypatch, block, bad):
+    # One damaged timestamp (up and back, or down and up, by half the range or more) leaves no
+    # 2^32 µs wrap behind; a genuine wrap later is still unwrapped.
+    t64 = np.array([2**31 + 10 * k for k in range(6)] + [2**32 - 20 + 10 * k for k in range(6)])
+    raw = t64 % 2**32
+    raw[3] = bad
+    x = np.arange(12)
+    path = tmp_path / "bad.aedat"
+    path.write_bytes(jaer_header("# AEChip: DVS128") + records(dvs128_address(x, x, x % 2), raw))
+    monkeypatch.setattr(aedat_legacy, "READ_BLOCK", block)
+    reader, got = read(path)
+    assert np.array_equal(np.delete(got["t"], 3), np.delete(t64, 3))
+    assert reader.counters == {"time_loops": 1, "t_backwards": 1}
+
+
 def test_truncated_record_and_hash_first_byte(tmp_path):
     # The first event's address starts with 0x23 ('#'); it must not be taken for a header line.
     x, y, p = np.array([3, 4]), np.array([0x23 << 2, 7]), np.array([1, 0])

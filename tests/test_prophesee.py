@@ -319,6 +319,111 @@ def test_dat_time_wrap_is_unwrapped(tmp_path):
     assert ev["t"].tolist() == [2**32 - 10, 2**32 + 5]
 
 
+def _evt2_stream(n_highs: int, per_high: int, first_high: int) -> np.ndarray:
+    """EVT 2.0 words: consecutive TIME_HIGHs from `first_high` (wrapping at 2^28), each followed by
+    `per_high` CD events."""
+    words = []
+    for k in range(n_highs):
+        words.append((0x8 << 28) | ((first_high + k) & 0x0FFFFFFF))
+        for j in range(per_high):
+            words.append((1 << 28) | ((j % 64) << 22) | ((j % 640) << 11) | (k % 480))
+    return np.array(words, "<u4")
+
+
+@pytest.mark.parametrize("first_high", [1000, 200_000_000])  # counter in its lower / upper half
+@pytest.mark.parametrize("flip", [1 << 27, 3 << 26, 0x0ABCDEF])
+def test_evt2_damaged_time_high_is_no_wrap(first_high, flip):
+    # One TIME_HIGH with flipped high bits: up and back (or down and up) by half the range or
+    # more must not leave a 2^34 us wrap behind, which would shift every later time by 4.8 hours.
+    clean = _evt2_stream(200, 3, first_high)
+    words = clean.copy()
+    words[np.flatnonzero(words >> 28 == 0x8)[100]] ^= np.uint32(flip)
+    dec = _core.Evt2Decoder(640, 480)
+    ev = dec.decode(words.view(np.uint8))
+    want = _core.Evt2Decoder(640, 480).decode(clean.view(np.uint8))
+    damaged = slice(100 * 3, 101 * 3)  # the events stamped with the damaged TIME_HIGH
+    assert np.array_equal(np.delete(ev, damaged), np.delete(want, damaged))
+    assert dec.counters.get("time_loops", 0) == 0 and dec.counters["t_backwards"] == 1
+    assert np.array_equal(ev, ref.evt2(words.tobytes(), 640, 480))
+
+
+def test_evt2_genuine_wrap_next_to_damaged_words():
+    clean = _evt2_stream(300, 2, first_high=(1 << 28) - 150)  # wraps after 150 TIME_HIGHs
+    words = clean.copy()
+    highs = np.flatnonzero(words >> 28 == 0x8)
+    words[highs[40]] ^= np.uint32(3 << 26)  # down, before the wrap
+    words[highs[200]] ^= np.uint32(1 << 27)  # up, after it
+    dec = _core.Evt2Decoder(640, 480)
+    ev = dec.decode(words.view(np.uint8))
+    assert dec.counters["time_loops"] == 1 and dec.counters["t_backwards"] == 2
+    want = _core.Evt2Decoder(640, 480).decode(clean.view(np.uint8))
+    assert int(want["t"][-1]) >> 6 == (1 << 28) - 150 + 299
+    assert np.array_equal(np.delete(ev, [80, 81, 400, 401]), np.delete(want, [80, 81, 400, 401]))
+    assert np.array_equal(ev, ref.evt2(words.tobytes(), 640, 480))
+
+
+@pytest.mark.parametrize("flip", [1 << 27, 3 << 26])
+def test_evt2_damaged_time_high_at_the_two_thread_split(flip):
+    # Large enough for two threads; the damaged TIME_HIGH is one of the last before the middle
+    # (the split moves past it), and a genuine wrap follows in the second half.
+    words = _evt2_stream(40_000, 8, first_high=(1 << 28) - 30_000)
+    assert words.nbytes >= 1 << 20
+    highs = np.flatnonzero(words >> 28 == 0x8)
+    before_mid = highs[highs < len(words) // 2]
+    for where in (before_mid[-1], before_mid[-2], highs[len(before_mid)]):
+        damaged = words.copy()
+        damaged[where] ^= np.uint32(flip)
+        dec = _core.Evt2Decoder(640, 480)
+        ev = dec.decode(damaged.view(np.uint8))
+        assert dec.counters["time_loops"] == 1 and dec.counters["t_backwards"] == 1, where
+        assert np.array_equal(ev, ref.evt2(damaged.tobytes(), 640, 480))
+
+
+def test_evt21_damaged_time_high_is_no_wrap():
+    w = []
+    for k in range(50):
+        high = 700 + k if k != 20 else (700 + k) ^ (1 << 27)  # one damaged TIME_HIGH
+        w.append((0x8 << 60) | (high << 32))
+        w.append((0x1 << 60) | (3 << 54) | (64 << 43) | (9 << 32) | 0x1)
+    dec = _core.Evt21Decoder(640, 480)
+    ev = dec.decode(np.array(w, "<u8").view(np.uint8))
+    want = [((700 + k) << 6) + 3 for k in range(50)]
+    assert ev["t"].tolist()[:20] == want[:20] and ev["t"].tolist()[21:] == want[21:]
+    assert dec.counters.get("time_loops", 0) == 0 and dec.counters["t_backwards"] == 1
+
+
+@pytest.mark.parametrize(
+    ("t0", "bad"),
+    [(0, 2**31 + 77), (0, 0xC000_0000), (0, 0xFFFF_FFFF), (3_000_000_000, 5), (3_000_000_000, 2**31 - 1)],
+)
+def test_dat_damaged_timestamp_is_no_wrap(tmp_path, t0, bad):
+    t = t0 + np.arange(1000, dtype=np.int64) * 100
+    rec = np.stack([t, np.arange(1000) % 8], axis=1).astype("<u4")
+    rec[400, 0] = bad
+    path = tmp_path / "a.dat"
+    path.write_bytes(b"% Version 2\n% Width 8\n% Height 8\n\x00\x08" + rec.tobytes())
+    with open_events(path) as r:
+        ev = r.read_all()
+        assert r.counters.get("time_loops", 0) == 0 and r.counters["t_backwards"] == 1
+    assert np.array_equal(np.delete(ev["t"], 400), np.delete(t, 400))
+    assert np.array_equal(ev, ref.dat(rec.tobytes(), 8, 8))
+
+
+def test_dat_damaged_timestamp_at_the_two_thread_split(rng):
+    n = 200_000
+    t = (np.arange(n, dtype=np.int64) * 50 + 2**32 - 7_000_000) % 2**32  # wraps at record 140,000
+    rec = np.stack([t, rng.integers(0, 304, n) | (rng.integers(0, 240, n) << 14)], axis=1).astype("<u4")
+    for where in (n // 2 - 1, n // 2 - 2, n // 2):
+        for bad in (0xC000_0000, 7):  # up and back, down and up
+            damaged = rec.copy()
+            damaged[where, 0] = bad
+            data = damaged.view(np.uint8).reshape(-1)
+            dec = _core.DatDecoder(304, 240, 14, 14)
+            ev = dec.decode(data)
+            assert dec.counters["time_loops"] == 1 and dec.counters["t_backwards"] == 1, (where, bad)
+            assert np.array_equal(ev, ref.dat(data.tobytes(), 304, 240))
+
+
 @pytest.mark.parametrize("terminator", [b"% end\n", b""])
 def test_binary_data_starting_with_percent_is_not_header(tmp_path, terminator):
     """0x8025 (TIME_HIGH 0x025) stored little-endian begins with the byte '%'."""

@@ -1,5 +1,7 @@
 // Prophesee EVT 2.0, EVT 2.1, EVT 3.0 and DAT decoders, written from Prophesee's format
 // specifications. Timestamps are absolute microseconds (no "time shifting").
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -15,6 +17,43 @@ inline uint32_t load_u32(const uint8_t* p) {
     return v;  // little-endian hosts only; checked at build time in bindings.cpp
 }
 
+// Counter wraps (EVT 2.0 / 2.1 TIME_HIGH, DAT timestamps). A step back by half the counter's
+// range or more (`strict`: more than half) is a wrap, not disorder, and a forward jump by half the
+// range or more is no wrap either; but one damaged value (a flipped high bit, a stray word) makes
+// two such steps in a row: up and back (a jump, then what looks like a wrap), or down and up (a
+// "wrap", then a jump). Taken at face value the second would shift every later timestamp by a
+// whole range. So a step back right after a jump is no wrap, and a jump right after a wrap takes
+// the wrap back: time resumes from before the damaged value, whose events are counted as going
+// backwards. (A recording with a genuine jump of half the range right before a wrap, or right
+// after one, is misread; writers split such jumps into shorter steps, as evstream's encoders do.)
+// `raw` and `prev` are the new and the previous value within the range; returns the change of the
+// loop offset: +range, -range or 0.
+template <bool strict>
+inline int64_t wrap_step(int64_t raw, int64_t prev, Step& last, int64_t range) {
+    const int64_t d = raw - prev, half = range / 2;
+    if (strict ? d < -half : d <= -half) {
+        if (last == Step::Jumped) {  // back from a damaged value
+            last = Step::Normal;
+            return 0;
+        }
+        last = Step::Wrapped;
+        return range;
+    }
+    if (d >= half) {
+        if (last == Step::Wrapped) {  // the wrap was a damaged value
+            last = Step::Normal;
+            return -range;
+        }
+        last = Step::Jumped;
+        return 0;
+    }
+    last = Step::Normal;
+    return 0;
+}
+
+// A whole number of wraps in a loop-offset change.
+inline int64_t wraps_in(int64_t change, int64_t range) { return change / range; }
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -26,14 +65,29 @@ void Evt2Decoder::decode(const uint8_t* data, size_t n, EventBuffer& out) {
 }
 
 // Large blocks are split at a TIME_HIGH word near the middle and the halves decoded by two
-// threads. The second half's decoder is seeded with the last TIME_HIGH before the split (or the
-// state before the block), and its output goes right after the first half's CD words, counted
-// up front; a wrap or dropped events inside the first half are fixed up after the join.
+// threads. The split is where the two TIME_HIGHs before it are less than half the range apart
+// (their step was neither a wrap nor a jump: nothing to carry over, see wrap_step); the second
+// half's decoder is seeded with the last of them, and its output goes right after the first
+// half's CD words, counted up front; a wrap or dropped events inside the first half are fixed up
+// after the join.
 void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     const size_t words = n / 4;
     Event* w = out.reserve_more(words);
+    constexpr int64_t kHalf = int64_t(1) << 33;
+    const auto time_high = [&](size_t i) -> int64_t {  // the TIME_HIGH word i holds, or -1
+        const uint32_t v = load_u32(data + 4 * i);
+        return (v >> 28) == 0x8 ? int64_t(v & 0x0FFFFFFF) << 6 : -1;
+    };
+    int64_t r0 = -1, r1 = -1;  // the two TIME_HIGHs before the candidate split
     size_t mid = words / 2;
-    while (mid < words && (load_u32(data + 4 * mid) >> 28) != 0x8) ++mid;
+    for (size_t j = mid, found = 0; found < 2 && j-- > 0;)
+        if (const int64_t r = time_high(j); r >= 0) (found++ ? r0 : r1) = r;
+    for (; mid < words; ++mid)
+        if (const int64_t r = time_high(mid); r >= 0) {
+            if (r0 >= 0 && r1 - r0 < kHalf && r0 - r1 < kHalf) break;
+            r0 = r1;
+            r1 = r;
+        }
     if (n < kParallelBytes || mid >= words) {
         out.commit(decode_words(data, words, w));
         return;
@@ -41,14 +95,7 @@ void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     Evt2Decoder second(width_, height_);
     const int64_t seed_loop = loop_;
     second.loop_ = loop_;
-    second.time_base_ = time_base_;
-    for (size_t i = mid; i-- > 0;) {
-        const uint32_t v = load_u32(data + 4 * i);
-        if ((v >> 28) == 0x8) {
-            second.time_base_ = (int64_t(v & 0x0FFFFFFF) << 6) + loop_;
-            break;
-        }
-    }
+    second.time_base_ = r1 + loop_;
     size_t first_cd = 0, k2 = 0;
     std::thread worker([&] {
         for (size_t i = 0; i < mid; ++i) first_cd += (load_u32(data + 4 * i) >> 28) <= 1;
@@ -75,7 +122,9 @@ size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
     constexpr int64_t kLoop = int64_t(1) << 34;
     const uint32_t wmax = width_ ? width_ : 0x10000, hmax = height_ ? height_ : 0x10000;
     int64_t base = time_base_, loop = loop_, last_t = last_t_;
-    uint64_t before = 0, oob = 0, backwards = 0, other = 0, unknown = 0, loops = 0;
+    Step step = step_;
+    int64_t loops = 0;
+    uint64_t before = 0, oob = 0, backwards = 0, other = 0, unknown = 0;
     for (size_t i = 0; i < words; ++i) {
         const uint32_t v = load_u32(data + 4 * i);
         const uint32_t type = v >> 28;
@@ -96,14 +145,13 @@ size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
                 ++w;
             }
         } else if (type == 0x8) {
-            int64_t nb = (int64_t(v & 0x0FFFFFFF) << 6) + loop;
-            // A backwards jump of more than half the counter range is a wrap, not disorder.
-            if (base >= 0 && nb + kLoop / 2 <= base) {
-                loop += kLoop;
-                nb += kLoop;
-                ++loops;
+            const int64_t raw = int64_t(v & 0x0FFFFFFF) << 6;
+            if (base >= 0) {
+                const int64_t change = wrap_step<false>(raw, base - loop, step, kLoop);
+                loop += change;
+                loops += wraps_in(change, kLoop);
             }
-            base = nb;
+            base = raw + loop;
         } else if (type == 0xA || type == 0xE || type == 0xF) {
             ++other;
         } else {
@@ -112,6 +160,7 @@ size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
     }
     time_base_ = base;
     loop_ = loop;
+    step_ = step;
     last_t_ = last_t;
     const size_t k = size_t(w - start);
     c_.events += k;
@@ -120,7 +169,7 @@ size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
     c_.t_backwards += backwards;
     c_.other_words += other;
     c_.unknown_words += unknown;
-    c_.time_loops += loops;
+    c_.time_loops += uint64_t(loops);  // (modulo 2^64: a wrap taken back subtracts one)
     return k;
 }
 
@@ -170,13 +219,13 @@ void Evt21Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
             out.commit(k);
             emitted += k;
         } else if (type == 0x8) {
-            int64_t base = (int64_t(hi & 0x0FFFFFFF) << 6) + loop_;
-            if (time_base_ >= 0 && base + kLoop / 2 <= time_base_) {
-                loop_ += kLoop;
-                base += kLoop;
-                ++c_.time_loops;
+            const int64_t raw = int64_t(hi & 0x0FFFFFFF) << 6;
+            if (time_base_ >= 0) {
+                const int64_t change = wrap_step<false>(raw, time_base_ - loop_, step_, kLoop);
+                loop_ += change;
+                c_.time_loops += uint64_t(wraps_in(change, kLoop));  // (modulo 2^64: a wrap taken back subtracts one)
             }
-            time_base_ = base;
+            time_base_ = raw + loop_;
         } else if (type == 0xA || type == 0xE || type == 0xF) {
             ++c_.other_words;
         } else {
@@ -414,11 +463,19 @@ void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
         out.commit(decode_records(data, records, w));
         return;
     }
-    const size_t mid = records / 2;
+    // The split: where the two records before it are less than half the range apart (their step
+    // was neither a wrap nor a jump: nothing to carry over, see wrap_step).
+    const auto raw = [&](size_t i) { return int64_t(load_u32(data + 8 * i)); };
+    size_t mid = std::max<size_t>(records / 2, 2);
+    while (mid < records && std::llabs(raw(mid - 1) - raw(mid - 2)) >= (int64_t(1) << 31)) ++mid;
+    if (mid >= records) {
+        out.commit(decode_records(data, records, w));
+        return;
+    }
     DatDecoder second(width_, height_, x_bits_, y_bits_);
     const int64_t seed_loop = loop_;
     second.loop_ = loop_;
-    second.prev_raw_ = load_u32(data + 8 * (mid - 1));
+    second.prev_raw_ = raw(mid - 1);
     size_t k2 = 0;
     std::thread worker([&] { k2 = second.decode_records(data + 8 * mid, records - mid, w + mid); });
     const size_t k1 = decode_records(data, mid, w);
@@ -443,13 +500,16 @@ size_t DatDecoder::decode_records(const uint8_t* data, size_t records, Event* w)
     const uint32_t wmax = width_ ? width_ : 0xFFFFFFFF, hmax = height_ ? height_ : 0xFFFFFFFF;
     constexpr int64_t kLoop = int64_t(1) << 32;
     int64_t loop = loop_, prev = prev_raw_, last_t = last_t_;
-    uint64_t oob = 0, backwards = 0, loops = 0;
+    Step step = step_;
+    int64_t loops = 0;
+    uint64_t oob = 0, backwards = 0;
     for (size_t i = 0; i < records; ++i) {
         const int64_t raw = load_u32(data + 8 * i);
         const uint32_t v = load_u32(data + 8 * i + 4);
-        if (prev >= 0 && raw + kLoop / 2 < prev) {
-            loop += kLoop;
-            ++loops;
+        if (prev >= 0) {
+            const int64_t change = wrap_step<true>(raw, prev, step, kLoop);
+            loop += change;
+            loops += wraps_in(change, kLoop);
         }
         prev = raw;
         const uint32_t x = v & xmask, y = (v >> x_bits_) & ymask;
@@ -468,12 +528,13 @@ size_t DatDecoder::decode_records(const uint8_t* data, size_t records, Event* w)
     }
     loop_ = loop;
     prev_raw_ = prev;
+    step_ = step;
     last_t_ = last_t;
     const size_t k = size_t(w - start);
     c_.events += k;
     c_.out_of_bounds += oob;
     c_.t_backwards += backwards;
-    c_.time_loops += loops;
+    c_.time_loops += uint64_t(loops);  // (modulo 2^64: a wrap taken back subtracts one)
     return k;
 }
 

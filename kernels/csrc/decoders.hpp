@@ -90,6 +90,10 @@ protected:
     size_t carry_n_ = 0;
 };
 
+// The last step of a wrapping timestamp counter (EVT 2.0 / 2.1 TIME_HIGH, DAT times): see
+// wrap_step in decode_prophesee.cpp.
+enum class Step : uint8_t { Normal, Wrapped, Jumped };
+
 // Prophesee EVT 2.0: 32-bit little-endian words.
 class Evt2Decoder : public DecoderBase {
 public:
@@ -102,6 +106,7 @@ private:
     size_t decode_words(const uint8_t* data, size_t words, Event* w);
     int64_t time_base_ = -1;   // (time_high << 6) + loop offset; -1 until the first TIME_HIGH
     int64_t loop_ = 0;
+    Step step_ = Step::Normal;  // the last TIME_HIGH's
     int64_t last_t_ = INT64_MIN;
 };
 
@@ -115,6 +120,7 @@ private:
     void run(const uint8_t* data, size_t n, EventBuffer& out);
     int64_t time_base_ = -1;
     int64_t loop_ = 0;
+    Step step_ = Step::Normal;
     int64_t last_t_ = INT64_MIN;
 };
 
@@ -149,6 +155,7 @@ private:
     uint32_t x_bits_, y_bits_;
     int64_t loop_ = 0;
     int64_t prev_raw_ = -1;
+    Step step_ = Step::Normal;  // the last record's
     int64_t last_t_ = INT64_MIN;
 };
 

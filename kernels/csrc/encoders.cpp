@@ -3,11 +3,12 @@
 namespace evs {
 
 // EVT 2.0: one TIME_HIGH word whenever t >> 6 changes. Forward jumps are split into
-// steps of at most 2^27 time-high units so that a reader sees every 2^34 us wrap.
+// steps under 2^27 time-high units (half the 2^34 us range) so that a reader sees every wrap
+// and takes no step for a damaged word (see decode_prophesee.cpp).
 size_t Evt2Encoder::encode(const Event* ev, size_t n, std::vector<uint32_t>& out) {
     const size_t before = out.size();
     out.reserve(before + n + n / 8 + 4);
-    constexpr int64_t kStep = int64_t(1) << 27;
+    constexpr int64_t kStep = (int64_t(1) << 27) - 1;
     for (size_t i = 0; i < n; ++i) {
         const Event& e = ev[i];
         const int64_t high = e.t >> 6;
