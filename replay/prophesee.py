@@ -209,23 +209,31 @@ class DatReader(DecoderReader):
         self.header = parse_header(lines)
         version = self.header.get("Version", "2").strip()
         self.version = int(version) if version.isdigit() else 2
-        if lines:
-            if self.file_size < offset + 2:
-                raise EventFileError(self.path, "file ends inside the event type/size bytes", offset=offset)
-            if offset + 2 <= len(self.head):
-                ev_type, ev_size = self.head[offset : offset + 2]
-            else:
-                with open(self.path, "rb") as f:
-                    f.seek(offset)
-                    ev_type, ev_size = f.read(2)
-            if ev_size != 8:
-                raise EventFileError(
-                    self.path, f"event size {ev_size} is not 8 (not a CD .dat?)", offset=offset + 1
-                )
-            self.event_type = ev_type
-            offset += 2
+        if not lines and self.file_size == 0:  # an empty file: an empty recording
+            self.event_type, self.data_offset = 0, 0
+            self._set_geometry(304, 240)
+            return
+        if not lines:  # every .dat written by Prophesee's tools (and evstream) has one
+            raise EventFileError(
+                self.path,
+                "no '%' header lines: not a Prophesee .dat, or its header is damaged (a .dat starts with "
+                "'% ...' lines, then its event type and size bytes)",
+                offset=0,
+            )
+        if self.file_size < offset + 2:
+            raise EventFileError(self.path, "file ends inside the event type/size bytes", offset=offset)
+        if offset + 2 <= len(self.head):
+            ev_type, ev_size = self.head[offset : offset + 2]
         else:
-            self.event_type = 0
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                ev_type, ev_size = f.read(2)
+        if ev_size != 8:
+            raise EventFileError(
+                self.path, f"event size {ev_size} is not 8 (not a CD .dat?)", offset=offset + 1
+            )
+        self.event_type = ev_type
+        offset += 2
         self.data_offset = offset
         geom = header_geometry({k: v for k, v in self.header.items() if k in ("Width", "Height", "geometry")})
         self._set_geometry(*(geom or (304, 240)))

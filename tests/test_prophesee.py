@@ -311,6 +311,17 @@ def test_dat_with_wrong_event_size(tmp_path):
         open_events(path)
 
 
+@pytest.mark.parametrize("head", [b"", bytes(16), b"\x00\x08"])
+def test_dat_without_header_is_an_error(tmp_path, head):
+    # A zeroed or missing header must not decode as records (it gave made-up events before). (An
+    # empty file is an empty recording when the format is given: tests/test_corpus.py.)
+    rec = np.array([[10, 1], [20, 2]], "<u4")
+    path = tmp_path / "a.dat"
+    path.write_bytes(head + rec.tobytes())
+    with pytest.raises(EventFileError, match="no '%' header lines"):
+        open_events(path)
+
+
 def test_dat_time_wrap_is_unwrapped(tmp_path):
     rec = np.array([[2**32 - 10, 1], [5, 2]], "<u4")
     path = tmp_path / "a.dat"
