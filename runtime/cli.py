@@ -171,6 +171,46 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seconds(text: str, *, zero: bool) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan  # fails the check below
+    if not (math.isfinite(v) and (v >= 0 if zero else v > 0)):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds {'>= 0' if zero else '> 0'}, got {text!r}"
+        )
+    return v
+
+
+def _nonneg_seconds(text: str) -> float:
+    return _seconds(text, zero=True)
+
+
+def _pos_seconds(text: str) -> float:
+    return _seconds(text, zero=False)
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+RING_MAX_EVENTS = 1 << 30  # 16 GiB of events
+
+
+def _ring_size(text: str) -> int:
+    v = _positive_int(text)
+    if v > RING_MAX_EVENTS:
+        raise argparse.ArgumentTypeError(f"at most {RING_MAX_EVENTS:,} events (16 GiB), got {text!r}")
+    return v
+
+
 def _share(text: str) -> float:
     try:
         v = float(text)
@@ -337,6 +377,8 @@ def cmd_run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
     use_viewer = args.viewer or args.screenshot is not None
+    if args.summary_json:  # a path that cannot be written fails now, not after the whole run
+        open(args.summary_json, "a").close()
     if args.screenshot is not None:
         _check_screenshot_path(args.screenshot)
         if args.after is None or not args.after >= 0:
@@ -550,9 +592,48 @@ def _stream_notes(result: dict) -> list[str]:
             "gaps in the recording's timestamps longer than --max-gap skipped, not waited through",
         ),
         ("windows_skipped", "empty window skipped in a long gap", "empty windows skipped in long gaps"),
+        (
+            "joined_after_events",
+            "event sent before this subscriber joined the stream",
+            "events sent before this subscriber joined the stream",
+        ),
     ]
-    return [
+    notes = [
         f"{counts[key]:,} {one if counts[key] == 1 else many}" for key, one, many in labels if counts.get(key)
+    ]
+    return notes + _reader_notes(stats.get("reader") or {})
+
+
+# A file reader's counters worth a note (the others, such as time_loops or other_words, describe
+# the recording, not damage); `evstream info FILE` lists them all.
+_READER_LABELS = {
+    "out_of_bounds": ("event outside the sensor dropped", "events outside the sensor dropped"),
+    "truncated_bytes": ("byte of a cut-off last record skipped", "bytes of a cut-off last record skipped"),
+    "before_time": (
+        "event before the first time reference dropped",
+        "events before the first time reference dropped",
+    ),
+    "unknown_words": ("word of an unknown type skipped", "words of unknown types skipped"),
+    "t_backwards": (
+        "event whose timestamp went backwards (kept)",
+        "events whose timestamps went backwards (kept)",
+    ),
+    "invalid_events": ("invalid event skipped", "invalid events skipped"),
+    "truncated_packets": ("cut-off packet skipped", "cut-off packets skipped"),
+    "bad_polarity": (
+        "event with a polarity byte other than 0/1 (read as ON)",
+        "events with polarity bytes other than 0/1 (read as ON)",
+    ),
+    "trailing_bytes": ("trailing byte ignored", "trailing bytes ignored"),
+}
+
+
+def _reader_notes(counts: dict) -> list[str]:
+    """Notes for the damage a file reader recovered from (see README, Bad input)."""
+    return [
+        f"{counts[key]:,} {one if counts[key] == 1 else many} in the recording"
+        for key, (one, many) in _READER_LABELS.items()
+        if counts.get(key)
     ]
 
 
@@ -573,6 +654,8 @@ def cmd_publish(args) -> int:
     result = publish(source, args.to, pattern=args.zmq, delay_s=args.delay, curve_keys=args.curve_keys)
     if not args.quiet:
         print(f"published {result['events']:,} events in {result['messages']:,} messages to {args.to}")
+        if notes := _reader_notes(source.reader_counters):
+            print("evstream publish: " + ", ".join(notes), file=sys.stderr)
         if gaps := source.pacer.gaps_skipped:
             print(
                 f"evstream publish: {gaps:,} gap{'s' * (gaps != 1)} in the recording's timestamps longer "
@@ -830,7 +913,7 @@ def _dataset_arguments(p: argparse.ArgumentParser, datasets: list[str]) -> None:
     p.add_argument("--dataset", required=True, choices=datasets, help="dataset layout (see README)")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--list", metavar="FILE", help="label list (N-MNIST: '<id> <class>' lines)")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    p.add_argument("--workers", type=_nonneg_int, default=0, help="data loader processes (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip missing or unreadable recordings")
 
 
@@ -866,7 +949,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", action="store_true", help="keep listening after the publisher's end of stream")
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=_pos_seconds,
         default=10.0,
         metavar="S",
         help="seconds to wait for the first ZeroMQ message (default 10)",
@@ -877,7 +960,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help="ZeroMQ sources: authenticate and encrypt with CURVE, keys from 'evstream keys DIR' "
         "(publishers without the matching keys are refused)",
     )
-    p.add_argument("--ring", type=_positive_int, default=1 << 22, help="ring buffer capacity in events")
+    p.add_argument(
+        "--ring", type=_ring_size, default=1 << 22, help="ring buffer capacity in events (default 4,194,304)"
+    )
     p.add_argument(
         "--policy",
         choices=["block", "drop-oldest", "drop-newest"],
@@ -888,7 +973,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--publish", metavar="URL", help="send per-window results on a ZeroMQ PUB socket bound to URL"
     )
     p.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--max-seconds", type=_pos_seconds, help="stop after this many seconds")
     p.add_argument("--format", choices=sorted(READERS), help="recording format (default: detected)")
     p.add_argument(
         "--sensor", type=_sensor_size, metavar="WxH", help="sensor size, for files that do not state it"
@@ -1029,7 +1114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="replay again and again")
     _max_gap_option(p)
     p.add_argument("--zmq", choices=["pub", "push"], default="pub", help="socket type (default pub)")
-    p.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before sending")
+    p.add_argument(
+        "--delay", type=_nonneg_seconds, default=0.5, help="seconds to wait for subscribers before sending"
+    )
     p.add_argument(
         "--curve-keys",
         metavar="DIR",
@@ -1173,7 +1260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.6; 0 multiplies every channel, as the paper counts)",
     )
     p.add_argument("--runs", type=_positive_int, metavar="N", help="decode: timed runs (default 15)")
-    p.add_argument("--warmup", type=int, metavar="N", help="decode: untimed runs first (default 2)")
+    p.add_argument("--warmup", type=_nonneg_int, metavar="N", help="decode: untimed runs first (default 2)")
     p.add_argument("--no-peers", action="store_true", help="decode: evstream and memcpy only")
     p.add_argument("--minutes", type=float, help="soak: how long to run (default 10; --quick 0.33)")
     p.add_argument(
@@ -1251,6 +1338,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATA_ERROR
     except (ValueError, TimeoutError, ImportError) as exc:  # bad values, no publisher, missing SDK
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    except MemoryError as exc:  # a buffer or frame larger than this machine's memory
+        print(
+            f"evstream {args.command}: error: out of memory ({exc or 'allocation failed'})", file=sys.stderr
+        )
         return EXIT_DATA_ERROR
     except KeyboardInterrupt:
         print(f"evstream {args.command}: interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from urllib.parse import urlparse
@@ -29,6 +30,11 @@ def bind(sock, url: str, patience_s: float = 3.0) -> None:
     failure closes ``sock`` and raises ValueError naming the address."""
     import zmq
 
+    try:
+        wire.check_address(url)
+    except ValueError:
+        sock.close(linger=0)
+        raise
     deadline = time.monotonic() + patience_s
     while True:
         try:
@@ -79,16 +85,25 @@ def publish(
     seq = sent = 0
     try:
         time.sleep(delay_s)
-        for batch in source.batches():
-            for i in range(0, len(batch), chunk_events):
-                part = batch[i : i + chunk_events]
+        try:
+            for batch in source.batches():
+                for i in range(0, len(batch), chunk_events):
+                    part = batch[i : i + chunk_events]
+                    sock.send_multipart(
+                        wire.encode_events(part, stream, seq, sent, source.width, source.height), copy=False
+                    )
+                    seq += 1
+                    sent += len(part)
+                if on_progress:
+                    on_progress(sent)
+        except BaseException:
+            # The source failed part-way (a damaged file) or was interrupted: end the stream
+            # anyway, so that subscribers stop with what they received instead of waiting for more.
+            with contextlib.suppress(zmq.ZMQError):
                 sock.send_multipart(
-                    wire.encode_events(part, stream, seq, sent, source.width, source.height), copy=False
+                    wire.encode_eos(stream, seq, sent, source.width, source.height), flags=zmq.NOBLOCK
                 )
-                seq += 1
-                sent += len(part)
-            if on_progress:
-                on_progress(sent)
+            raise
         sock.send_multipart(wire.encode_eos(stream, seq, sent, source.width, source.height))
     finally:
         sock.close()

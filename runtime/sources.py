@@ -236,7 +236,20 @@ class FileSource(Source):
             + (", loop" if loop else "")
             + ")"
         )
-        self.reader_counters: dict = {}
+        self._passes_counters: dict = {}  # the reader's counters summed over the finished passes
+        self._reader = None  # the reader of the pass under way
+        self._counters_lock = threading.Lock()  # (stats are read from other threads)
+
+    @property
+    def reader_counters(self) -> dict:
+        """The reader's counters (damage recovered from: truncated bytes, events outside the
+        sensor, ...) summed over every pass so far, the one under way included."""
+        with self._counters_lock:
+            total = dict(self._passes_counters)
+            if self._reader is not None:
+                for key, n in self._reader.counters.copy().items():
+                    total[key] = total.get(key, 0) + n
+        return total
 
     def batches(self):
         from ..kernels.events import copy_events
@@ -246,6 +259,8 @@ class FileSource(Source):
         while not self._stop.is_set():
             last_t = None
             with self._open() as reader:
+                with self._counters_lock:
+                    self._reader = reader
                 # paced in slices of recording time, at full speed by whole blocks (a speed change
                 # takes effect from the next block)
                 parts = (
@@ -271,7 +286,9 @@ class FileSource(Source):
                         return
                     last_t = int(ev["t"][-1])
                     yield ev
-                self.reader_counters = dict(reader.counters)
+            total = self.reader_counters
+            with self._counters_lock:
+                self._passes_counters, self._reader = total, None
             if not self.loop or last_t is None:
                 return
             shift = last_t + 1 - first_t  # the next loop continues after this one

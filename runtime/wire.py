@@ -195,3 +195,13 @@ def _outside(values: np.ndarray, limit: int) -> np.ndarray:
     if values.dtype.kind == "i":
         out |= values < 0
     return out
+
+
+def check_address(url: str) -> str:
+    """Raises ValueError for a ``tcp://`` address whose port is no number in 1..65535 (ZeroMQ
+    takes the port modulo 65536 without a word); returns ``url``."""
+    if url.startswith("tcp://"):
+        port = url.rsplit(":", 1)[-1] if url.count(":") >= 2 else ""
+        if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{url}: the port must be a number from 1 to 65535 (or * when binding)")
+    return url

@@ -6,6 +6,7 @@ import logging
 import time
 
 from .sources import Source
+from .wire import check_address
 
 log = logging.getLogger("evstream.sources")
 
@@ -55,7 +56,10 @@ class ZmqSource(Source):
                 self._sock.close(linger=0)
                 raise
         try:
-            self._sock.connect(url)
+            self._sock.connect(check_address(url))
+        except ValueError:
+            self._sock.close(linger=0)
+            raise
         except zmq.ZMQError as exc:
             self._sock.close(linger=0)
             raise ValueError(f"cannot connect to {url}: {exc}") from None
@@ -67,6 +71,7 @@ class ZmqSource(Source):
             "out_of_bounds": 0,
             "restarts": 0,
             "unended_streams": 0,
+            "joined_after_events": 0,  # a running stream's events sent before this subscriber joined
         }
         self._stream = None
         self._ended = False  # the current stream sent its end-of-stream message
@@ -121,7 +126,12 @@ class ZmqSource(Source):
                 self.counters["unended_streams"] += not self._ended
                 how = "" if self._ended else " without ending its previous stream: events may be lost"
                 log.warning("%s: publisher restarted (new stream %s)%s", self.url, msg.stream, how)
-            self._stream, self._expect, self._ended = msg.stream, msg.first, False
+            if self._stream is None:  # joined a running stream: what it published before is not ours
+                self.counters["joined_after_events"] += msg.first
+                self._expect = msg.first
+            else:  # a new stream counts from 0: what it sent before this message was lost
+                self._expect = 0
+            self._stream, self._ended = msg.stream, False
         if msg.kind == "eos":
             self._ended = True
         if msg.first > self._expect:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from evstream.runtime.cli import main
 from evstream.runtime.pipeline import Pipeline, RunConfig
 from evstream.runtime.sources import FileSource
 from evstream.runtime.windows import CountWindowSpec, TimeWindowSpec
+
+DATA = Path(__file__).parent / "data"
 
 
 # --------------------------------------------------------------------------- wire format
@@ -230,8 +233,9 @@ def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
         pub.send_multipart([b"{garbage", b"x"])  # malformed: counted, skipped
         pub.send_multipart([_header(count=5), bytes(16)])  # size mismatch
         pub.send_multipart(wire.encode_events(ev[100:150], "a", 2, 150, 64, 48))  # 50 events lost
-        pub.send_multipart(wire.encode_events(ev[150:300], "b", 0, 0, 64, 48))  # restarted publisher
-        pub.send_multipart(wire.encode_eos("b", 1, 150, 64, 48))
+        # a restarted publisher whose first 20 events did not arrive: lost too
+        pub.send_multipart(wire.encode_events(ev[150:300], "b", 0, 20, 64, 48))
+        pub.send_multipart(wire.encode_eos("b", 1, 170, 64, 48))
 
     th = threading.Thread(target=send_all)
     th.start()
@@ -243,7 +247,34 @@ def test_zmq_source_survives_malformed_messages_restarts_and_gaps(rng):
     pub.close(linger=0)
     assert np.array_equal(np.concatenate(got), np.concatenate([ev[:100], ev[100:150], ev[150:300]]))
     stats = src.stats()
-    assert stats["malformed"] == 2 and stats["gap_events"] == 50 and stats["restarts"] == 1
+    assert stats["malformed"] == 2 and stats["gap_events"] == 50 + 20 and stats["restarts"] == 1
+    assert stats["joined_after_events"] == 0
+
+
+def test_zmq_source_counts_a_running_stream_it_joined_late(rng, tmp_path):
+    import zmq
+
+    from evstream.runtime.zmq_source import ZmqSource
+
+    url = f"ipc://{tmp_path / 'late.sock'}"
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.bind(url)
+    ev = random_events(rng, 40, 64, 48)
+
+    def send():  # (a PUSH socket waits for its peer)
+        push.send_multipart(wire.encode_events(ev[30:], "s", 3, 30, 64, 48))  # events 0..29 went before
+        push.send_multipart(wire.encode_eos("s", 4, 40, 64, 48))
+
+    th = threading.Thread(target=send)
+    th.start()
+    src = ZmqSource(url, pattern="pull", first_message_timeout_s=10)
+    got = np.concatenate(list(src.batches()))
+    th.join(timeout=10)
+    src.close()
+    push.close(linger=0)
+    assert np.array_equal(got, ev[30:])
+    stats = src.stats()
+    assert stats["joined_after_events"] == 30 and stats["gap_events"] == 0
 
 
 def test_dv_camera_missing_gives_a_clear_error(capsys):
@@ -426,6 +457,84 @@ def test_publish_then_run_over_ipc_push_pull(recording, tmp_path):
     assert result["rc"] == 0
     s = json.loads(out.read_text())
     assert s["events_processed"] == len(ev) and s["events_dropped"] == 0
+
+
+def test_publishing_a_file_that_breaks_part_way_still_ends_the_stream(tmp_path):
+    # A recording cut in the middle of a packet: the publisher fails with the file's error, and the
+    # subscriber ends with the events it received instead of waiting for ever.
+    from evstream.replay import EventFileError
+
+    path = tmp_path / "cut.aedat4"
+    path.write_bytes((DATA / "davis346_aestream.aedat4").read_bytes()[:800_000])
+    url = f"ipc://{tmp_path / 'events.sock'}"
+    out = tmp_path / "summary.json"
+    result = {}
+
+    def run():
+        result["rc"] = main(
+            ["run", "--source", url, "--zmq", "pull", "--no-model", "--summary-json", str(out), "-q"]
+        )
+
+    th = threading.Thread(target=run)
+    th.start()
+    with pytest.raises(EventFileError, match="past the end of the file"):
+        from evstream.runtime.publish import publish
+
+        publish(FileSource(path, speed=None), url, pattern="push", delay_s=0)
+    th.join(timeout=30)
+    assert not th.is_alive() and result["rc"] == 0
+    assert json.loads(out.read_text())["events_processed"] > 0
+
+
+def test_reader_damage_is_reported_and_summed_over_loop_passes(tmp_path, capsys):
+    txt = DATA / "evlib_event.txt"  # 17 events, 11 outside a 100x100 sensor
+    out = tmp_path / "s.json"
+    args = ["run", "--source", str(txt), "--sensor", "100x100", "--speed", "max", "--no-model"]
+    assert main([*args, "--summary-json", str(out)]) == 0
+    assert "stream: 11 events outside the sensor dropped in the recording" in capsys.readouterr().err
+    assert json.loads(out.read_text())["source_stats"]["reader"]["out_of_bounds"] == 11
+    src = FileSource(txt, speed=None, loop=True, sensor_size=(100, 100))
+    seen = 0
+    for batch in src.batches():
+        seen += len(batch)
+        if seen == 4 * 6:  # four passes of 6 events (the fourth's last skipped lines may be unread)
+            break
+    assert 3 * 11 <= src.reader_counters["out_of_bounds"] <= 4 * 11  # (one pass's count before)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    assert (
+        main(["publish", str(txt), "--sensor", "100x100", "--to", url, "--delay", "0", "--speed", "max"]) == 0
+    )
+    assert "11 events outside the sensor dropped in the recording" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--source", "x.npz", "--ring", str(1 << 40)], "argument --ring: at most"),
+        (["run", "--source", "x.npz", "--max-seconds", "-1"], "argument --max-seconds"),
+        (["run", "--source", "x.npz", "--connect-timeout", "nan"], "argument --connect-timeout"),
+        (["publish", "x.npz", "--delay", "-1"], "argument --delay"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_tcp_ports_out_of_range_are_refused(tmp_path, capsys):
+    src = DATA / "nmnist_digit7.bs2"
+    assert main(["publish", str(src), "--to", "tcp://127.0.0.1:99999", "--delay", "0"]) == 1
+    assert "port must be a number from 1 to 65535" in capsys.readouterr().err
+    assert main(["run", "--source", "tcp://127.0.0.1:0", "--connect-timeout", "1"]) == 1
+    assert "port must be a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_unwritable_summary_path_fails_before_the_run(tmp_path, capsys):
+    src = DATA / "nmnist_digit7.bs2"
+    assert main(["run", "--source", str(src), "--summary-json", str(tmp_path / "no" / "s.json")]) == 1
+    err = capsys.readouterr()
+    assert "no such file or directory" in err.err and "events in" not in err.out
 
 
 # --------------------------------------------------------------------------- gaps in a recording's timestamps

@@ -170,6 +170,8 @@ def bench_e2e(path: str, speeds, seconds: float, progress: bool = False, **open_
             window=TimeWindowSpec(10_000), ring_capacity=1 << 20, policy="drop-oldest", max_seconds=seconds
         )
         summary = Pipeline(src, cfg).run()
+        if summary.error:  # the run stopped on the source (a damaged recording): no number to report
+            raise ValueError(f"{path}: the replay at speed {speed:g} stopped: {summary.error}")
         d = summary.to_dict()
         rate = d["events_in"] / d["wall_s"] / 1e6
         rows.append(
