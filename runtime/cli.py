@@ -18,6 +18,10 @@ EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
 
 
+class UsageError(ValueError):
+    """Options that contradict each other or do not apply: exit 2, like the parser's own errors."""
+
+
 def _sensor_size(text: str) -> tuple[int, int]:
     """Parses ``WIDTHxHEIGHT`` (e.g. ``640x480``)."""
     try:
@@ -211,6 +215,16 @@ def _ring_size(text: str) -> int:
     return v
 
 
+def _open_share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (both excluded), got {text!r}")
+    return v
+
+
 def _share(text: str) -> float:
     try:
         v = float(text)
@@ -227,7 +241,7 @@ def _classifier_for(args, source):
     clip = _check_clip_options(args)
     if args.no_model:
         if args.model:
-            raise ValueError("--no-model and --model contradict each other")
+            raise UsageError("--no-model and --model contradict each other")
         return None, None
     from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
@@ -261,7 +275,7 @@ def _clip_model(args) -> str | None:
     if not model.startswith("clip:"):
         return None
     if not model[5:]:
-        raise ValueError("--model clip: needs the CLIP weights after the colon, e.g. clip:ViT-B-32.pt")
+        raise UsageError("--model clip: needs the CLIP weights after the colon, e.g. clip:ViT-B-32.pt")
     return model[5:]
 
 
@@ -283,7 +297,7 @@ def _check_clip_options(args) -> str | None:
         if value
     ]
     if given:
-        raise ValueError(f"{', '.join(given)} go with a CLIP model: --model clip:WEIGHTS")
+        raise UsageError(f"{', '.join(given)} go with a CLIP model: --model clip:WEIGHTS")
     return None
 
 
@@ -291,7 +305,7 @@ def _clip_labels(args) -> list[str]:
     from ..models.clip.zeroshot import parse_labels
 
     if not args.labels:
-        raise ValueError("a CLIP model needs the class names: --labels 'dog,cat,car' (or @FILE)")
+        raise UsageError("a CLIP model needs the class names: --labels 'dog,cat,car' (or @FILE)")
     return parse_labels(args.labels)
 
 
@@ -355,6 +369,21 @@ def _run_window(args, classifier):
     checkpoint) or 10 ms time windows."""
     from .windows import CountWindowSpec, TimeWindowSpec
 
+    time_options = [
+        name
+        for name, given in (
+            ("--window-us", args.window_us),
+            ("--stride-us", args.stride_us),
+            ("--trailing", args.trailing),
+        )
+        if given
+    ]
+    if args.window_events and time_options:
+        raise UsageError(
+            f"--window-events (count windows) and {', '.join(time_options)} (time windows) contradict"
+        )
+    if args.stride_events and not args.window_events:
+        raise UsageError("--stride-events goes with --window-events (count windows)")
     if args.window_events:
         return CountWindowSpec(args.window_events, args.stride_events)
     if args.window_us or args.stride_us:
@@ -371,7 +400,7 @@ def _run_window(args, classifier):
 def cmd_run(args) -> int:
     import logging
 
-    from .pipeline import Pipeline, RunConfig, write_jsonl
+    from .pipeline import Pipeline, RunConfig, check_sensor_pixels, write_jsonl
     from .sources import open_source
     from .windows import CountWindowSpec
 
@@ -382,9 +411,9 @@ def cmd_run(args) -> int:
     if args.screenshot is not None:
         _check_screenshot_path(args.screenshot)
         if args.after is None or not args.after >= 0:
-            raise ValueError(f"--after must be a number of seconds >= 0, got {args.after}")
+            raise UsageError(f"--after must be a number of seconds >= 0, got {args.after}")
     if use_viewer and not 0 < args.fps <= 240:
-        raise ValueError(f"--fps must be in (0, 240], got {args.fps}")
+        raise UsageError(f"--fps must be in (0, 240], got {args.fps}")
     if use_viewer:
         from .viewer import NO_DISPLAY_ADVICE, ViewerUnavailable, import_qt, probe_display
 
@@ -411,9 +440,10 @@ def cmd_run(args) -> int:
         connect_timeout_s=args.connect_timeout,
         curve_keys=args.curve_keys,
     )
+    check_sensor_pixels(source.width, source.height)  # (before the viewer's frame is allocated)
     classifier, notice = _classifier_for(args, source)
     if notice and not args.quiet:
-        print(f"evstream run: {notice}", file=sys.stderr)
+        print(f"evstream {args.command}: {notice}", file=sys.stderr)
     window = _run_window(args, classifier)
     sinks = []
     if args.predictions:
@@ -550,9 +580,9 @@ def cmd_view(args) -> int:
 def _check_screenshot_path(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise ValueError(f"--screenshot {path}: folder {folder} does not exist")
+        raise UsageError(f"--screenshot {path}: folder {folder} does not exist")
     if not path.lower().endswith(".png"):
-        raise ValueError(f"--screenshot {path}: give a .png file name")
+        raise UsageError(f"--screenshot {path}: give a .png file name")
 
 
 def _result_publisher(url: str):
@@ -758,21 +788,21 @@ def cmd_bench(args) -> int:
 
     names = [n for n, b in BENCHMARKS.items() if b.in_all] if args.benchmark == "all" else [args.benchmark]
     if args.source is not None and not set(names) & {"async", "e2e", "soak"}:
-        raise ValueError(f"--source applies to the async, e2e and soak benchmarks, not to {args.benchmark}")
+        raise UsageError(f"--source applies to the async, e2e and soak benchmarks, not to {args.benchmark}")
     options = {"quick": args.quick, "progress": sys.stderr.isatty(), "threads": args.threads}
     if args.minutes is not None:
         if args.benchmark != "soak" or not args.minutes > 0:
-            raise ValueError("--minutes applies to 'evstream bench soak' and must be positive")
+            raise UsageError("--minutes applies to 'evstream bench soak' and must be positive")
         options["minutes"] = args.minutes
     if args.rate is not None:
         if args.benchmark != "soak" or not args.rate > 0:
-            raise ValueError("--rate applies to 'evstream bench soak' and must be positive")
+            raise UsageError("--rate applies to 'evstream bench soak' and must be positive")
         options["rate"] = args.rate
     if args.source is not None:
         options.update(source=args.source, format=args.format, sensor_size=args.sensor)
     if args.channel_skip is not None:
         if args.benchmark != "async":
-            raise ValueError("--channel-skip applies to 'evstream bench async'")
+            raise UsageError("--channel-skip applies to 'evstream bench async'")
         options["channel_skip"] = args.channel_skip
     if args.runs is not None:
         options["runs"] = args.runs
@@ -880,7 +910,7 @@ def cmd_eval(args) -> int:
 
         labels = parse_labels(args.labels) if args.labels else dataset_labels(dataset)
         if len(labels) != len(dataset.classes):
-            raise ValueError(
+            raise UsageError(
                 f"--labels gives {len(labels)} names, the dataset has {len(dataset.classes)} classes"
             )
         zs = _zero_shot(args, clip, labels, progress)
@@ -904,7 +934,7 @@ def _default_checkpoint(dataset: str) -> str:
     from ..models.default import DEFAULT_CHECKPOINTS
 
     if dataset not in DEFAULT_CHECKPOINTS:
-        raise ValueError(f"no bundled model for {dataset}: give --model CHECKPOINT")
+        raise UsageError(f"no bundled model for {dataset}: give --model CHECKPOINT")
     return str(DEFAULT_CHECKPOINTS[dataset])
 
 
@@ -1069,7 +1099,11 @@ def build_parser() -> argparse.ArgumentParser:
         "summary. Without --model the bundled N-MNIST classifier runs on 34x34 sources.",
     )
     p.add_argument(
-        "--source", required=True, help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH"
+        "--source",
+        required=True,
+        help="a recording (any readable format), tcp://HOST:PORT or ipc://PATH (an evstream publisher), "
+        "camera:N or video:FILE (frames turned into events), dv:, dv-net://HOST:PORT or metavision: "
+        "(a sensor)",
     )
     _run_options(p)
     p.set_defaults(func=cmd_run)
@@ -1287,7 +1321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, one cycle (default 2e-3)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
     p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="fraction of every class held out (default 0.1)"
+        "--val-fraction", type=_open_share, default=0.1, help="fraction of every class held out (default 0.1)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split, augmentation and shuffling")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
@@ -1336,6 +1370,9 @@ def main(argv: list[str] | None = None) -> int:
     except EventFileError as exc:
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR
+    except UsageError as exc:
+        print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, TimeoutError, ImportError) as exc:  # bad values, no publisher, missing SDK
         print(f"evstream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR

@@ -51,16 +51,21 @@ class RunConfig:
 MAX_SENSOR_PIXELS = 1 << 26
 
 
+def check_sensor_pixels(width: int, height: int) -> None:
+    """Raises ValueError for a sensor too large for the per-pixel state (histogram, viewer frame)."""
+    if width * height > MAX_SENSOR_PIXELS:
+        raise ValueError(
+            f"sensor size {width}x{height} is too large for the per-pixel state "
+            f"({2 * width * height * 4 / 2**30:.1f} GiB; at most {MAX_SENSOR_PIXELS} pixels): "
+            "if the recording's geometry is wrong, give the real one with --sensor WxH"
+        )
+
+
 class Histogram:
     """Event histogram ``(2, H, W)`` (polarity, row, column), updated incrementally."""
 
     def __init__(self, width: int, height: int):
-        if width * height > MAX_SENSOR_PIXELS:
-            raise ValueError(
-                f"sensor size {width}x{height} is too large for the per-pixel state "
-                f"({2 * width * height * 4 / 2**30:.1f} GiB; at most {MAX_SENSOR_PIXELS} pixels): "
-                "if the recording's geometry is wrong, give the real one with --sensor WxH"
-            )
+        check_sensor_pixels(width, height)
         self.width, self.height = width, height
         self.counts = np.zeros((2, height, width), np.int32)
 

@@ -122,7 +122,7 @@ def test_e2e_stops_at_the_first_rate_with_drops(tmp_path, rng):
 def test_source_is_refused_where_it_does_not_apply(capsys):
     from evstream.runtime.cli import main
 
-    assert main(["bench", "ring", "--source", "x.raw"]) == 1
+    assert main(["bench", "ring", "--source", "x.raw"]) == 2
     assert "--source applies to the async, e2e and soak" in capsys.readouterr().err
 
 
@@ -144,9 +144,9 @@ def test_soak_accounts_for_every_event(tmp_path, rng):
 def test_soak_options_are_checked(capsys):
     from evstream.runtime.cli import main
 
-    assert main(["bench", "ring", "--minutes", "1"]) == 1
+    assert main(["bench", "ring", "--minutes", "1"]) == 2
     assert "--minutes applies to 'evstream bench soak'" in capsys.readouterr().err
-    assert main(["bench", "soak", "--rate", "0"]) == 1
+    assert main(["bench", "soak", "--rate", "0"]) == 2
     assert "--rate" in capsys.readouterr().err
 
 

@@ -522,6 +522,21 @@ def test_bad_numbers_are_usage_errors(args, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--stride-events", "5"], "--stride-events goes with --window-events"),
+        (["--window-events", "100", "--window-us", "5000"], "--window-us (time windows) contradict"),
+        (["--window-events", "100", "--stride-us", "50", "--trailing"], "--stride-us, --trailing (time"),
+        (["--window-us", "5000", "--stride-events", "3"], "--stride-events goes with --window-events"),
+    ],
+)
+def test_window_options_that_contradict_are_usage_errors(extra, message, capsys):
+    src = DATA / "nmnist_digit7.bs2"
+    assert main(["run", "--source", str(src), "--no-model", "-q", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_tcp_ports_out_of_range_are_refused(tmp_path, capsys):
     src = DATA / "nmnist_digit7.bs2"
     assert main(["publish", str(src), "--to", "tcp://127.0.0.1:99999", "--delay", "0"]) == 1

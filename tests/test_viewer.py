@@ -433,11 +433,11 @@ def test_viewer_with_an_unreachable_display_says_so():
 def test_screenshot_arguments_are_checked(tmp_path, capsys):
     from evstream.runtime.cli import main
 
-    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "no" / "x.png")]) == 1
+    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "no" / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "x.jpg")]) == 1
+    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "x.jpg")]) == 2
     assert ".png" in capsys.readouterr().err
-    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "x.png"), "--after", "-1"]) == 1
+    assert main(["view", str(SAMPLE), "--screenshot", str(tmp_path / "x.png"), "--after", "-1"]) == 2
     assert "--after" in capsys.readouterr().err
 
 
