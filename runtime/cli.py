@@ -269,6 +269,23 @@ def _classifier_for(args, source):
     return StreamClassifier(load_checkpoint(path), size, **options), None
 
 
+def _check_run_options(args) -> None:
+    """The option checks of run/view that need no source (usage errors, exit 2), made before the
+    source is opened (a ZeroMQ source waits for its publisher)."""
+    clip = _check_clip_options(args)
+    if args.no_model and args.model:
+        raise UsageError("--no-model and --model contradict each other")
+    if clip and not args.labels:
+        raise UsageError("a CLIP model needs the class names: --labels 'dog,cat,car' (or @FILE)")
+    _check_window_options(args)
+    if args.summary_json:  # a path that cannot be written fails now, not after the whole run
+        folder = os.path.dirname(os.path.abspath(args.summary_json))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(2, "No such file or directory", args.summary_json)
+        if not os.access(folder, os.W_OK) or os.path.isdir(args.summary_json):
+            raise PermissionError(13, "Permission denied or not a file", args.summary_json)
+
+
 def _clip_model(args) -> str | None:
     """The weights of ``--model clip:WEIGHTS``, else None."""
     model = getattr(args, "model", None) or ""
@@ -364,11 +381,7 @@ def _clip_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _run_window(args, classifier):
-    """Window options of the command line; without any, the classifier's streaming window (from its
-    checkpoint) or 10 ms time windows."""
-    from .windows import CountWindowSpec, TimeWindowSpec
-
+def _check_window_options(args) -> None:
     time_options = [
         name
         for name, given in (
@@ -384,6 +397,14 @@ def _run_window(args, classifier):
         )
     if args.stride_events and not args.window_events:
         raise UsageError("--stride-events goes with --window-events (count windows)")
+
+
+def _run_window(args, classifier):
+    """Window options of the command line; without any, the classifier's streaming window (from its
+    checkpoint) or 10 ms time windows."""
+    from .windows import CountWindowSpec, TimeWindowSpec
+
+    _check_window_options(args)
     if args.window_events:
         return CountWindowSpec(args.window_events, args.stride_events)
     if args.window_us or args.stride_us:
@@ -406,8 +427,7 @@ def cmd_run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
     use_viewer = args.viewer or args.screenshot is not None
-    if args.summary_json:  # a path that cannot be written fails now, not after the whole run
-        open(args.summary_json, "a").close()
+    _check_run_options(args)
     if args.screenshot is not None:
         _check_screenshot_path(args.screenshot)
         if args.after is None or not args.after >= 0:

@@ -31,7 +31,7 @@ def bind(sock, url: str, patience_s: float = 3.0) -> None:
     import zmq
 
     try:
-        wire.check_address(url)
+        wire.check_address(url, "bind")
     except ValueError:
         sock.close(linger=0)
         raise

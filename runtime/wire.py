@@ -197,11 +197,12 @@ def _outside(values: np.ndarray, limit: int) -> np.ndarray:
     return out
 
 
-def check_address(url: str) -> str:
-    """Raises ValueError for a ``tcp://`` address whose port is no number in 1..65535 (ZeroMQ
-    takes the port modulo 65536 without a word); returns ``url``."""
+def check_address(url: str, verb: str) -> str:
+    """Raises ValueError ("cannot `verb` URL: ...") for a ``tcp://`` address whose port is no number
+    in 1..65535 (ZeroMQ takes the port modulo 65536 without a word); returns ``url``."""
     if url.startswith("tcp://"):
         port = url.rsplit(":", 1)[-1] if url.count(":") >= 2 else ""
-        if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise ValueError(f"{url}: the port must be a number from 1 to 65535 (or * when binding)")
+        if not (port.isdigit() and 1 <= int(port) <= 65535) and not (port == "*" and verb == "bind"):
+            also = " (or * for any)" if verb == "bind" else ""
+            raise ValueError(f"cannot {verb} {url}: the port must be a number from 1 to 65535{also}")
     return url

@@ -56,7 +56,7 @@ class ZmqSource(Source):
                 self._sock.close(linger=0)
                 raise
         try:
-            self._sock.connect(check_address(url))
+            self._sock.connect(check_address(url, "connect to"))
         except ValueError:
             self._sock.close(linger=0)
             raise

@@ -131,7 +131,7 @@ def test_channel_skip_option(capsys):
         with pytest.raises(SystemExit):
             main(["bench", "async", "--quick", "--channel-skip", bad])
         assert "between 0 and 1" in capsys.readouterr().err
-    assert main(["bench", "repr", "--quick", "--channel-skip", "0.5"]) == 1
+    assert main(["bench", "repr", "--quick", "--channel-skip", "0.5"]) == 2
     assert "--channel-skip applies to 'evstream bench async'" in capsys.readouterr().err
 
 

@@ -390,6 +390,30 @@ def test_evt2_damaged_time_high_at_the_two_thread_split(flip):
         assert np.array_equal(ev, ref.evt2(damaged.tobytes(), 640, 480))
 
 
+def test_damaged_value_ending_a_two_thread_block_is_taken_back_in_the_next_chunk():
+    # The last TIME_HIGH (DAT: record) of a block decoded by two threads looks like a wrap; the
+    # next chunk's first value shows it was damaged. Chunked like that, the decode must equal one
+    # in small (one-thread) chunks: the second half's last step must reach the next chunk.
+    n = (4 << 20) // 8  # TIME_HIGH + CD pairs in a 4 MiB block
+    words = np.empty(2 * (n + 100), "<u4")
+    words[0::2] = 0x8000_0000 | ((1 << 27) + 1000 + np.arange(n + 100, dtype=np.uint32))
+    words[1::2] = (1 << 28) | (5 << 11) | 5
+    words[2 * (n - 1)] = 0x8000_0000 | 5  # a stray TIME_HIGH ends the first block
+    rec = np.stack([3_000_000_000 + 10 * np.arange(n + 100), np.full(n + 100, 5)], axis=1).astype("<u4")
+    rec[n - 1, 0] = 5  # DAT (8-byte records): a stray time ends the first block, down from 3e9
+    for make, data in (
+        (lambda: _core.Evt2Decoder(0, 0), words.view(np.uint8)),
+        (lambda: _core.DatDecoder(304, 240, 14, 14), rec.view(np.uint8).reshape(-1)),
+    ):
+        results = []
+        for chunk in (64 << 10, 4 << 20):
+            dec = make()
+            ev = np.concatenate([dec.decode(data[i : i + chunk]) for i in range(0, len(data), chunk)])
+            results.append((ev, dec.counters.get("time_loops", 0)))
+        (small, small_loops), (large, large_loops) = results
+        assert np.array_equal(large, small) and small_loops == large_loops == 0
+
+
 def test_evt21_damaged_time_high_is_no_wrap():
     w = []
     for k in range(50):

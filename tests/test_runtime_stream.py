@@ -540,9 +540,12 @@ def test_window_options_that_contradict_are_usage_errors(extra, message, capsys)
 def test_tcp_ports_out_of_range_are_refused(tmp_path, capsys):
     src = DATA / "nmnist_digit7.bs2"
     assert main(["publish", str(src), "--to", "tcp://127.0.0.1:99999", "--delay", "0"]) == 1
-    assert "port must be a number from 1 to 65535" in capsys.readouterr().err
+    assert (
+        "cannot bind tcp://127.0.0.1:99999: the port must be a number from 1 to 65535"
+        in capsys.readouterr().err
+    )
     assert main(["run", "--source", "tcp://127.0.0.1:0", "--connect-timeout", "1"]) == 1
-    assert "port must be a number from 1 to 65535" in capsys.readouterr().err
+    assert "cannot connect to tcp://127.0.0.1:0: the port must be" in capsys.readouterr().err
 
 
 def test_unwritable_summary_path_fails_before_the_run(tmp_path, capsys):

@@ -112,6 +112,7 @@ void Evt2Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     second.last_t_ += delta;
     time_base_ = second.time_base_;
     loop_ = second.loop_;
+    step_ = second.step_;  // (a wrap at the block's end may be taken back in the next chunk)
     if (k2) last_t_ = second.last_t_;
     c_.merge(second.c_);
     out.commit(k1 + k2);
@@ -488,6 +489,7 @@ void DatDecoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
     second.last_t_ += delta;
     loop_ = second.loop_;
     prev_raw_ = second.prev_raw_;
+    step_ = second.step_;  // (a wrap at the block's end may be taken back in the next chunk)
     if (k2) last_t_ = second.last_t_;
     c_.merge(second.c_);
     out.commit(k1 + k2);
