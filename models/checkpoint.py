@@ -24,6 +24,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +118,16 @@ def load_checkpoint(path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # torch raises many kinds for a bad or unsafe file
+    except pickle.UnpicklingError as exc:
+        # (torch's message advises loading with weights_only=False, which can run the file's code)
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise CheckpointError(
+            f"{path}: not an evstream checkpoint: it holds Python objects"
+            + (f" ({found.group(1)})" if found else "")
+            + " beyond the tensors, numbers and strings evstream reads, and evstream does not unpickle "
+            "them (a file from elsewhere could run code)"
+        ) from None
+    except Exception as exc:  # torch raises many kinds for a bad file
         raise CheckpointError(
             f"{path}: not a readable evstream checkpoint ({type(exc).__name__}: {exc})"
         ) from None
