@@ -1061,7 +1061,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         metavar="SECONDS",
-        help="with --screenshot: seconds after the start (default 3; earlier if the stream ends)",
+        help="with --screenshot: seconds after the replay starts (default 3; earlier if the stream ends)",
     )
 
 

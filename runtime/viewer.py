@@ -517,8 +517,9 @@ def run_viewer(
     top_k: int = 5,
 ):
     """Runs ``pipeline`` on a thread with the viewer open until the window is closed (or, with
-    ``screenshot``, until the screenshot is saved ``after_s`` seconds after the start, or at the
-    end of the stream if that comes first). Returns ``(summary, ViewerStats)``.
+    ``screenshot``, until the screenshot is saved ``after_s`` seconds after the pipeline started
+    (the window's start-up not counted), or at the end of the stream if that comes first).
+    Returns ``(summary, ViewerStats)``.
 
     Raises :class:`ViewerUnavailable` when no window can open here (checked before anything runs).
     """
@@ -542,6 +543,7 @@ def run_viewer(
 
     thread = threading.Thread(target=work, name="evstream-pipeline", daemon=True)
     failed: list[str] = []
+    started: list[float] = []  # when the pipeline started (the window's start-up not counted)
     if screenshot is not None:
         done_at: list[float] = []
 
@@ -550,7 +552,7 @@ def run_viewer(
             if w.stream_done and not done_at:
                 done_at.append(now)  # one more frame after the end, so the last state is drawn
                 return
-            if now - w.t_start >= after_s or (done_at and now > done_at[0]):
+            if (started and now - started[0] >= after_s) or (done_at and now > done_at[0]):
                 w.on_tick = None
                 if not w.save_screenshot(screenshot):
                     failed.append(screenshot)
@@ -579,6 +581,7 @@ def run_viewer(
         previous = signal.signal(signal.SIGINT, interrupt)
     try:
         win.show()
+        started.append(time.perf_counter())
         thread.start()
         app.exec()
     finally:
