@@ -165,44 +165,40 @@ def _max_gap_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _number(text: str, kind, ok, expected: str):
+    """``kind(text)`` (int or float) if ``ok`` of it holds, else the parser's error "expected ...";
+    text that is no such number fails the same way."""
+    try:
+        v = kind(text)
+    except ValueError:
+        v = None
+    if v is None or not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _seconds(text: str, *, zero: bool) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan  # fails the check below
-    if not (math.isfinite(v) and (v >= 0 if zero else v > 0)):
-        raise argparse.ArgumentTypeError(
-            f"expected a number of seconds {'>= 0' if zero else '> 0'}, got {text!r}"
-        )
-    return v
-
-
-def _nonneg_seconds(text: str) -> float:
-    return _seconds(text, zero=True)
-
-
-def _pos_seconds(text: str) -> float:
-    return _seconds(text, zero=False)
+    return _number(text, int, lambda v: v > 0, "a positive integer")
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def _nonneg_seconds(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0")
+
+
+def _pos_seconds(text: str) -> float:
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0")
+
+
+def _share(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v <= 1, "a number between 0 and 1")
+
+
+def _open_share(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "a number between 0 and 1 (both excluded)")
 
 
 RING_MAX_EVENTS = 1 << 30  # 16 GiB of events
@@ -215,33 +211,11 @@ def _ring_size(text: str) -> int:
     return v
 
 
-def _open_share(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (both excluded), got {text!r}")
-    return v
-
-
-def _share(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan  # fails the range check below
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return v
-
-
-def _classifier_for(args, source):
-    """The run's classifier and a notice for the user: --model CKPT, else the bundled classifier
-    when it fits the source's sensor, else none."""
-    clip = _check_clip_options(args)
+def _classifier_for(args, source, clip: str | None, labels: list[str] | None):
+    """The run's classifier and a notice for the user: --model CKPT (``clip``: the CLIP weights of
+    --model clip:WEIGHTS, with the class ``labels``), else the bundled classifier when it fits the
+    source's sensor, else none. The options were checked by :func:`_check_run_options`."""
     if args.no_model:
-        if args.model:
-            raise UsageError("--no-model and --model contradict each other")
         return None, None
     from ..models.default import DEFAULT_CHECKPOINTS, DEFAULT_SENSORS
 
@@ -254,7 +228,7 @@ def _classifier_for(args, source):
     if clip:
         from .classifier import ClipStreamClassifier
 
-        zs = _zero_shot(args, clip, _clip_labels(args), progress=not args.quiet and sys.stderr.isatty())
+        zs = _zero_shot(args, clip, labels, progress=not args.quiet and sys.stderr.isatty())
         return ClipStreamClassifier(zs, (source.width, source.height), top_k=args.top_k), None
     from ..models.checkpoint import load_checkpoint  # imports torch: only when a model will run
     from .classifier import StreamClassifier
@@ -269,14 +243,14 @@ def _classifier_for(args, source):
     return StreamClassifier(load_checkpoint(path), size, **options), None
 
 
-def _check_run_options(args) -> None:
+def _check_run_options(args) -> tuple[str | None, list[str] | None]:
     """The option checks of run/view that need no source (usage errors, exit 2), made before the
-    source is opened (a ZeroMQ source waits for its publisher)."""
+    source is opened (a ZeroMQ source waits for its publisher). Returns the CLIP weights of
+    ``--model clip:WEIGHTS`` and the class names, or (None, None)."""
     clip = _check_clip_options(args)
     if args.no_model and args.model:
         raise UsageError("--no-model and --model contradict each other")
-    if clip and not args.labels:
-        raise UsageError("a CLIP model needs the class names: --labels 'dog,cat,car' (or @FILE)")
+    labels = _clip_labels(args) if clip else None
     _check_window_options(args)
     if args.summary_json:  # a path that cannot be written fails now, not after the whole run
         folder = os.path.dirname(os.path.abspath(args.summary_json))
@@ -284,6 +258,7 @@ def _check_run_options(args) -> None:
             raise FileNotFoundError(2, "No such file or directory", args.summary_json)
         if not os.access(folder, os.W_OK) or os.path.isdir(args.summary_json):
             raise PermissionError(13, "Permission denied or not a file", args.summary_json)
+    return clip, labels
 
 
 def _clip_model(args) -> str | None:
@@ -404,7 +379,6 @@ def _run_window(args, classifier):
     checkpoint) or 10 ms time windows."""
     from .windows import CountWindowSpec, TimeWindowSpec
 
-    _check_window_options(args)
     if args.window_events:
         return CountWindowSpec(args.window_events, args.stride_events)
     if args.window_us or args.stride_us:
@@ -427,7 +401,7 @@ def cmd_run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="evstream: %(message)s")
     use_viewer = args.viewer or args.screenshot is not None
-    _check_run_options(args)
+    clip, labels = _check_run_options(args)
     if args.screenshot is not None:
         _check_screenshot_path(args.screenshot)
         if args.after is None or not args.after >= 0:
@@ -461,7 +435,7 @@ def cmd_run(args) -> int:
         curve_keys=args.curve_keys,
     )
     check_sensor_pixels(source.width, source.height)  # (before the viewer's frame is allocated)
-    classifier, notice = _classifier_for(args, source)
+    classifier, notice = _classifier_for(args, source, clip, labels)
     if notice and not args.quiet:
         print(f"evstream {args.command}: {notice}", file=sys.stderr)
     window = _run_window(args, classifier)

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -245,11 +246,10 @@ class FileSource(Source):
         """The reader's counters (damage recovered from: truncated bytes, events outside the
         sensor, ...) summed over every pass so far, the one under way included."""
         with self._counters_lock:
-            total = dict(self._passes_counters)
+            total = Counter(self._passes_counters)
             if self._reader is not None:
-                for key, n in self._reader.counters.copy().items():
-                    total[key] = total.get(key, 0) + n
-        return total
+                total.update(self._reader.counters.copy())
+        return dict(total)
 
     def batches(self):
         from ..kernels.events import copy_events

@@ -38,6 +38,7 @@ class ZmqSource(Source):
 
         if pattern not in ("sub", "pull"):
             raise ValueError(f"pattern must be 'sub' or 'pull', got {pattern!r}")
+        check_address(url, "connect to")
         self.url, self.pattern, self.follow = url, pattern, follow
         self.timeout_s = timeout_s
         self._ctx = zmq.Context.instance()
@@ -56,10 +57,7 @@ class ZmqSource(Source):
                 self._sock.close(linger=0)
                 raise
         try:
-            self._sock.connect(check_address(url, "connect to"))
-        except ValueError:
-            self._sock.close(linger=0)
-            raise
+            self._sock.connect(url)
         except zmq.ZMQError as exc:
             self._sock.close(linger=0)
             raise ValueError(f"cannot connect to {url}: {exc}") from None

@@ -21,6 +21,15 @@ from evstream.runtime.windows import CountWindowSpec, TimeWindowSpec
 DATA = Path(__file__).parent / "data"
 
 
+def _main_on_a_thread(argv: list[str]) -> tuple[threading.Thread, dict]:
+    """Starts ``main(argv)`` on a thread (a subscriber waiting for a publisher); the returned dict
+    gets its exit code as ``"rc"``."""
+    result: dict = {}
+    th = threading.Thread(target=lambda: result.update(rc=main(argv)))
+    th.start()
+    return th, result
+
+
 # --------------------------------------------------------------------------- wire format
 def test_wire_roundtrip_and_foreign_layout(rng):
     ev = random_events(rng, 100, 64, 48)
@@ -185,13 +194,7 @@ def test_publish_then_run_over_loopback(recording, tmp_path):
     path, ev = recording
     url = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "summary.json"
-    result = {}
-
-    def run():
-        result["rc"] = main(["run", "--source", url, "--summary-json", str(out), "-q"])
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, result = _main_on_a_thread(["run", "--source", url, "--summary-json", str(out), "-q"])
     time.sleep(0.3)
     assert main(["publish", str(path), "--to", url, "--speed", "max", "--delay", "1.0", "-q"]) == 0
     th.join(timeout=30)
@@ -397,15 +400,9 @@ def test_follow_survives_end_of_stream_and_a_restarted_publisher(recording, tmp_
     path, ev = recording
     url = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "s.json"
-    result = {}
-
-    def run():
-        result["rc"] = main(
-            ["run", "--source", url, "--follow", "--max-seconds", "6", "--summary-json", str(out), "-q"]
-        )
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, result = _main_on_a_thread(
+        ["run", "--source", url, "--follow", "--max-seconds", "6", "--summary-json", str(out), "-q"]
+    )
     time.sleep(0.3)
     for _ in range(2):  # the same publisher address, twice: two sessions, each ending with EOS
         assert main(["publish", str(path), "--to", url, "--speed", "max", "--delay", "1.0", "-q"]) == 0
@@ -442,13 +439,9 @@ def test_publish_then_run_over_ipc_push_pull(recording, tmp_path):
     path, ev = recording
     url = f"ipc://{tmp_path / 'events.sock'}"
     out = tmp_path / "summary.json"
-    result = {}
-
-    def run():
-        result["rc"] = main(["run", "--source", url, "--zmq", "pull", "--summary-json", str(out), "-q"])
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, result = _main_on_a_thread(
+        ["run", "--source", url, "--zmq", "pull", "--summary-json", str(out), "-q"]
+    )
     assert (
         main(["publish", str(path), "--to", url, "--zmq", "push", "--speed", "max", "--delay", "0", "-q"])
         == 0
@@ -468,15 +461,9 @@ def test_publishing_a_file_that_breaks_part_way_still_ends_the_stream(tmp_path):
     path.write_bytes((DATA / "davis346_aestream.aedat4").read_bytes()[:800_000])
     url = f"ipc://{tmp_path / 'events.sock'}"
     out = tmp_path / "summary.json"
-    result = {}
-
-    def run():
-        result["rc"] = main(
-            ["run", "--source", url, "--zmq", "pull", "--no-model", "--summary-json", str(out), "-q"]
-        )
-
-    th = threading.Thread(target=run)
-    th.start()
+    th, result = _main_on_a_thread(
+        ["run", "--source", url, "--zmq", "pull", "--no-model", "--summary-json", str(out), "-q"]
+    )
     with pytest.raises(EventFileError, match="past the end of the file"):
         from evstream.runtime.publish import publish
 

@@ -26,10 +26,10 @@ inline uint32_t load_u32(const uint8_t* p) {
 // the wrap back: time resumes from before the damaged value, whose events are counted as going
 // backwards. (A recording with a genuine jump of half the range right before a wrap, or right
 // after one, is misread; writers split such jumps into shorter steps, as evstream's encoders do.)
-// `raw` and `prev` are the new and the previous value within the range; returns the change of the
-// loop offset: +range, -range or 0.
+// `raw` and `prev` are the new and the previous value within the range; returns the wraps to add:
+// +1, -1 (one taken back) or 0.
 template <bool strict>
-inline int64_t wrap_step(int64_t raw, int64_t prev, Step& last, int64_t range) {
+inline int wrap_step(int64_t raw, int64_t prev, Step& last, int64_t range) {
     const int64_t d = raw - prev, half = range / 2;
     if (strict ? d < -half : d <= -half) {
         if (last == Step::Jumped) {  // back from a damaged value
@@ -37,12 +37,12 @@ inline int64_t wrap_step(int64_t raw, int64_t prev, Step& last, int64_t range) {
             return 0;
         }
         last = Step::Wrapped;
-        return range;
+        return 1;
     }
     if (d >= half) {
         if (last == Step::Wrapped) {  // the wrap was a damaged value
             last = Step::Normal;
-            return -range;
+            return -1;
         }
         last = Step::Jumped;
         return 0;
@@ -50,9 +50,6 @@ inline int64_t wrap_step(int64_t raw, int64_t prev, Step& last, int64_t range) {
     last = Step::Normal;
     return 0;
 }
-
-// A whole number of wraps in a loop-offset change.
-inline int64_t wraps_in(int64_t change, int64_t range) { return change / range; }
 
 }  // namespace
 
@@ -148,9 +145,9 @@ size_t Evt2Decoder::decode_words(const uint8_t* data, size_t words, Event* w) {
         } else if (type == 0x8) {
             const int64_t raw = int64_t(v & 0x0FFFFFFF) << 6;
             if (base >= 0) {
-                const int64_t change = wrap_step<false>(raw, base - loop, step, kLoop);
-                loop += change;
-                loops += wraps_in(change, kLoop);
+                const int wraps = wrap_step<false>(raw, base - loop, step, kLoop);
+                loop += wraps * kLoop;
+                loops += wraps;
             }
             base = raw + loop;
         } else if (type == 0xA || type == 0xE || type == 0xF) {
@@ -222,9 +219,9 @@ void Evt21Decoder::run(const uint8_t* data, size_t n, EventBuffer& out) {
         } else if (type == 0x8) {
             const int64_t raw = int64_t(hi & 0x0FFFFFFF) << 6;
             if (time_base_ >= 0) {
-                const int64_t change = wrap_step<false>(raw, time_base_ - loop_, step_, kLoop);
-                loop_ += change;
-                c_.time_loops += uint64_t(wraps_in(change, kLoop));  // (modulo 2^64: a wrap taken back subtracts one)
+                const int wraps = wrap_step<false>(raw, time_base_ - loop_, step_, kLoop);
+                loop_ += wraps * kLoop;
+                c_.time_loops += uint64_t(int64_t(wraps));  // (modulo 2^64: a wrap taken back subtracts one)
             }
             time_base_ = raw + loop_;
         } else if (type == 0xA || type == 0xE || type == 0xF) {
@@ -509,9 +506,9 @@ size_t DatDecoder::decode_records(const uint8_t* data, size_t records, Event* w)
         const int64_t raw = load_u32(data + 8 * i);
         const uint32_t v = load_u32(data + 8 * i + 4);
         if (prev >= 0) {
-            const int64_t change = wrap_step<true>(raw, prev, step, kLoop);
-            loop += change;
-            loops += wraps_in(change, kLoop);
+            const int wraps = wrap_step<true>(raw, prev, step, kLoop);
+            loop += wraps * kLoop;
+            loops += wraps;
         }
         prev = raw;
         const uint32_t x = v & xmask, y = (v >> x_bits_) & ymask;
